@@ -1,0 +1,4 @@
+"""The CPU backend: every Numba kernel of minicnn under its contract name (the GPU backend, gpu.py, has the same names)."""
+from .im2col import im2col, col2im  # noqa: F401
+from .pool import max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward  # noqa: F401
+from .affine import affine_warp  # noqa: F401

@@ -1,0 +1,107 @@
+"""im2col and col2im on the CPU: unfold every receptive field into a column so convolution becomes one matrix product.
+
+Notation (used the same way in every kernel of minicnn):
+    N   images in the batch          C   input channels
+    H, W    input height and width   KH, KW  kernel height and width
+    SH, SW  stride                   PH, PW  zero padding (each side)
+    DH, DW  dilation                 OH, OW  output height and width
+    OH = (H + 2*PH - DH*(KH-1) - 1) // SH + 1   (same for OW)
+
+The column matrix has shape (C, KH, KW, N, OH, OW), read as a (C*KH*KW, N*OH*OW) matrix:
+    col[c, kh, kw, n, oh, ow] = x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW]   (0 outside the image)
+so a convolution is  y[(oc), (n, oh, ow)] = W[(oc), (c, kh, kw)] @ col  -- one GEMM.
+
+col2im is the adjoint (transpose) of im2col: it adds every column entry back onto the input
+pixel it was copied from. The plain NumPy versions (`im2col_numpy`, `col2im_numpy`) sit beside
+the Numba kernels; they are the readable reference and the baseline in the benchmarks.
+"""
+import numpy as np
+from numba import njit, prange
+
+
+def out_size(size, k, s, p, d):
+    """Output length of a convolution along one axis."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@njit(cache=True, parallel=True)
+def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
+    N, C, H, W = x.shape
+    for r in prange(C * KH * KW):  # one row of the column matrix per iteration: no two write the same place
+        c = r // (KH * KW)
+        kh = (r // KW) % KH
+        kw = r % KW
+        for n in range(N):
+            for oh in range(OH):
+                ih = oh * SH - PH + kh * DH
+                if ih < 0 or ih >= H:
+                    for ow in range(OW):
+                        col[c, kh, kw, n, oh, ow] = 0.0
+                    continue
+                for ow in range(OW):
+                    iw = ow * SW - PW + kw * DW
+                    if 0 <= iw < W:
+                        col[c, kh, kw, n, oh, ow] = x[n, c, ih, iw]
+                    else:
+                        col[c, kh, kw, n, oh, ow] = 0.0
+
+
+@njit(cache=True, parallel=True)
+def _col2im(col, SH, SW, PH, PW, DH, DW, dx):
+    C, KH, KW, N, OH, OW = col.shape
+    H, W = dx.shape[2], dx.shape[3]
+    for nc in prange(N * C):  # each (image, channel) plane is owned by one iteration: the scatter is race-free
+        n = nc // C
+        c = nc % C
+        for kh in range(KH):
+            for kw in range(KW):
+                for oh in range(OH):
+                    ih = oh * SH - PH + kh * DH
+                    if ih < 0 or ih >= H:
+                        continue
+                    for ow in range(OW):
+                        iw = ow * SW - PW + kw * DW
+                        if 0 <= iw < W:
+                            dx[n, c, ih, iw] += col[c, kh, kw, n, oh, ow]
+
+
+def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
+    """x (N, C, H, W) -> col (C, KH, KW, N, OH, OW), by the formula in the module docstring."""
+    N, C, H, W = x.shape
+    OH, OW = out_size(H, KH, SH, PH, DH), out_size(W, KW, SW, PW, DW)
+    col = np.empty((C, KH, KW, N, OH, OW), dtype=x.dtype)
+    _im2col(np.ascontiguousarray(x), KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col)
+    return col
+
+
+def col2im(col, H, W, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
+    """col (C, KH, KW, N, OH, OW) -> dx (N, C, H, W): every entry added back to the pixel it came from."""
+    C, KH, KW, N, OH, OW = col.shape
+    dx = np.zeros((N, C, H, W), dtype=col.dtype)
+    _col2im(np.ascontiguousarray(col), SH, SW, PH, PW, DH, DW, dx)
+    return dx
+
+
+def im2col_numpy(x, KH, KW, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
+    """Plain NumPy im2col: one strided slice of the padded input per kernel offset (kh, kw)."""
+    N, C, H, W = x.shape
+    OH, OW = out_size(H, KH, SH, PH, DH), out_size(W, KW, SW, PW, DW)
+    xp = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    col = np.empty((C, KH, KW, N, OH, OW), dtype=x.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            h0, w0 = kh * DH, kw * DW
+            patch = xp[:, :, h0:h0 + SH * (OH - 1) + 1:SH, w0:w0 + SW * (OW - 1) + 1:SW]  # (N, C, OH, OW)
+            col[:, kh, kw] = patch.transpose(1, 0, 2, 3)
+    return col
+
+
+def col2im_numpy(col, H, W, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
+    """Plain NumPy col2im: add each kernel offset's slice back onto the padded input, then crop the padding."""
+    C, KH, KW, N, OH, OW = col.shape
+    dxp = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=col.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            h0, w0 = kh * DH, kw * DW
+            dxp[:, :, h0:h0 + SH * (OH - 1) + 1:SH, w0:w0 + SW * (OW - 1) + 1:SW] += col[:, kh, kw].transpose(1, 0, 2, 3)
+    return dxp[:, :, PH:PH + H, PW:PW + W].copy()

@@ -1,0 +1,137 @@
+"""Max and average pooling on the CPU: a window slides over each plane; max keeps the winner's position for backward.
+
+Notation:
+    N, C    images, channels          H, W    input height, width
+    KH, KW  window height, width      SH, SW  stride
+    PH, PW  padding (each side)       OH, OW  output height, width
+    OH = (H + 2*PH - KH) // SH + 1    (same for OW)
+
+Max pool:  y[n, c, oh, ow] = max over kh, kw of x[n, c, oh*SH - PH + kh, ow*SW - PW + kw]
+           padding counts as minus infinity (never chosen, because PH <= KH // 2 leaves every window
+           at least one real pixel). Ties: the FIRST maximum in row-major window order wins
+           (strict '>' while scanning kh, then kw), and it alone receives the gradient.
+           argmax[n, c, oh, ow] = ih * W + iw of the winner, so backward adds gy there:
+           dx[n, c, argmax // W, argmax % W] += gy[n, c, oh, ow]  (overlapping windows accumulate).
+Avg pool:  y = (sum of the window, padding counted as zeros) / (KH * KW).
+"""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def _max_forward(x, KH, KW, SH, SW, PH, PW, y, argmax):
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for oh in range(OH):
+            for ow in range(OW):
+                best = -np.inf
+                where = -1
+                for kh in range(KH):
+                    ih = oh * SH - PH + kh
+                    if ih < 0 or ih >= H:
+                        continue
+                    for kw in range(KW):
+                        iw = ow * SW - PW + kw
+                        if iw < 0 or iw >= W:
+                            continue
+                        v = x[n, c, ih, iw]
+                        if v > best or where < 0:
+                            best = v
+                            where = ih * W + iw
+                y[n, c, oh, ow] = best
+                argmax[n, c, oh, ow] = where
+
+
+@njit(cache=True, parallel=True)
+def _max_backward(gy, argmax, gx):
+    N, C, OH, OW = gy.shape
+    W = gx.shape[3]
+    for nc in prange(N * C):  # one plane per iteration: the scatter-add stays race-free
+        n = nc // C
+        c = nc % C
+        for oh in range(OH):
+            for ow in range(OW):
+                k = argmax[n, c, oh, ow]
+                gx[n, c, k // W, k % W] += gy[n, c, oh, ow]
+
+
+@njit(cache=True, parallel=True)
+def _avg_forward(x, KH, KW, SH, SW, PH, PW, y):
+    N, C, H, W = x.shape
+    OH, OW = y.shape[2], y.shape[3]
+    scale = 1.0 / (KH * KW)
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for oh in range(OH):
+            for ow in range(OW):
+                s = 0.0
+                for kh in range(KH):
+                    ih = oh * SH - PH + kh
+                    if 0 <= ih < H:
+                        for kw in range(KW):
+                            iw = ow * SW - PW + kw
+                            if 0 <= iw < W:
+                                s += x[n, c, ih, iw]
+                y[n, c, oh, ow] = s * scale
+
+
+@njit(cache=True, parallel=True)
+def _avg_backward(gy, KH, KW, SH, SW, PH, PW, gx):
+    N, C, OH, OW = gy.shape
+    H, W = gx.shape[2], gx.shape[3]
+    scale = 1.0 / (KH * KW)
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for oh in range(OH):
+            for ow in range(OW):
+                g = gy[n, c, oh, ow] * scale
+                for kh in range(KH):
+                    ih = oh * SH - PH + kh
+                    if 0 <= ih < H:
+                        for kw in range(KW):
+                            iw = ow * SW - PW + kw
+                            if 0 <= iw < W:
+                                gx[n, c, ih, iw] += g
+
+
+def _out(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def max_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
+    """x (N, C, H, W) -> (y (N, C, OH, OW), argmax int32 (N, C, OH, OW)) by the rule in the module docstring."""
+    N, C, H, W = x.shape
+    OH, OW = _out(H, KH, SH, PH), _out(W, KW, SW, PW)
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    argmax = np.empty((N, C, OH, OW), dtype=np.int32)
+    _max_forward(np.ascontiguousarray(x), KH, KW, SH, SW, PH, PW, y, argmax)
+    return y, argmax
+
+
+def max_pool2d_backward(gy, argmax, H, W):
+    """gy (N, C, OH, OW) -> gx (N, C, H, W): each gradient goes to its window's winner."""
+    N, C = gy.shape[:2]
+    gx = np.zeros((N, C, H, W), dtype=gy.dtype)
+    _max_backward(np.ascontiguousarray(gy), argmax, gx)
+    return gx
+
+
+def avg_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
+    """x (N, C, H, W) -> y (N, C, OH, OW): window means, padding counted as zeros."""
+    N, C, H, W = x.shape
+    y = np.empty((N, C, _out(H, KH, SH, PH), _out(W, KW, SW, PW)), dtype=x.dtype)
+    _avg_forward(np.ascontiguousarray(x), KH, KW, SH, SW, PH, PW, y)
+    return y
+
+
+def avg_pool2d_backward(gy, H, W, KH, KW, SH, SW, PH=0, PW=0):
+    """gy (N, C, OH, OW) -> gx (N, C, H, W): each gradient spread evenly over its window."""
+    N, C = gy.shape[:2]
+    gx = np.zeros((N, C, H, W), dtype=gy.dtype)
+    _avg_backward(np.ascontiguousarray(gy), KH, KW, SH, SW, PH, PW, gx)
+    return gx

@@ -1,0 +1,149 @@
+"""2-D convolution: the definition (`conv2d_reference`) beside the fast path (im2col, one GEMM per group, col2im).
+
+Notation: N, C, H, W input; OC output channels; KH, KW kernel; SH, SW stride; PH, PW padding;
+DH, DW dilation; G groups (each group sees C/G input channels and makes OC/G outputs);
+OH = (H + 2*PH - DH*(KH-1) - 1) // SH + 1, same for OW.
+
+    y[n, oc, oh, ow] = b[oc] + sum_{c, kh, kw} w[oc, c, kh, kw] * x[n, g*C/G + c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW]
+    where g = oc // (OC/G), and x is zero outside the image.
+
+Deep learning's "convolution" does not flip the kernel: it is a cross-correlation.
+"""
+import numpy as np
+
+from ..autograd import Function
+from ..backend import get_array_module, kernels_for
+from .checks import check_float_4d, non_negative_pair, positive_pair
+
+
+def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
+    """Output length along one axis: (size + 2*padding - dilation*(kernel-1) - 1) // stride + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class Conv2d(Function):
+    """Forward: col = im2col(x); y = W @ col per group. Backward: gW = gy @ col^T; gcol = W^T @ gy; gx = col2im(gcol)."""
+
+    def __init__(self, stride, padding, dilation, groups):
+        (self.SH, self.SW), (self.PH, self.PW), (self.DH, self.DW) = stride, padding, dilation
+        self.G = groups
+
+    def _is_pointwise(self, KH, KW):
+        """A 1x1 kernel with stride 1 and no padding needs no im2col: it is a matmul over channels."""
+        return KH == KW == 1 and self.SH == self.SW == 1 and self.PH == self.PW == 0
+
+    def forward(self, x, w, b=None):
+        N, C, H, W = x.shape
+        OC, Cg, KH, KW = w.shape
+        G = self.G
+        OH = conv_output_size(H, KH, self.SH, self.PH, self.DH)
+        OW = conv_output_size(W, KW, self.SW, self.PW, self.DW)
+        self.x_shape = x.shape
+        self.w = w
+        wg = w.reshape(G, OC // G, Cg * KH * KW)
+        if self._is_pointwise(KH, KW):
+            self.x = x
+            y = wg @ x.reshape(N, G, Cg, H * W)  # (G, OC/G, C/G) @ (N, G, C/G, HW) -> (N, G, OC/G, HW)
+            y = y.reshape(N, OC, OH, OW)
+        else:
+            K = kernels_for(x)
+            self.col = K.im2col(x, KH, KW, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
+            colg = self.col.reshape(G, Cg * KH * KW, N * OH * OW)
+            y = wg @ colg  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, N*OH*OW)
+            y = y.reshape(OC, N, OH, OW).transpose(1, 0, 2, 3)
+        if b is not None:
+            y = y + b.reshape(1, OC, 1, 1)
+        return get_array_module(y).ascontiguousarray(y)
+
+    def backward(self, gy):
+        N, C, H, W = self.x_shape
+        OC, Cg, KH, KW = self.w.shape
+        G = self.G
+        OH, OW = gy.shape[2], gy.shape[3]
+        wg = self.w.reshape(G, OC // G, Cg * KH * KW)
+        need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
+        gb = gy.sum(axis=(0, 2, 3)) if len(self.needs_input_grad) > 2 and self.needs_input_grad[2] else None
+        gx = gw = None
+        if self._is_pointwise(KH, KW):
+            gyg = gy.reshape(N, G, OC // G, H * W)
+            if need_w:
+                xg = self.x.reshape(N, G, Cg, H * W)
+                gw = (gyg @ xg.swapaxes(-1, -2)).sum(axis=0).reshape(self.w.shape)
+            if need_x:
+                gx = (wg.swapaxes(-1, -2) @ gyg).reshape(N, C, H, W)
+            return gx, gw, gb
+        xp = get_array_module(gy)
+        gy_mat = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(G, OC // G, N * OH * OW)
+        if need_w:
+            colg = self.col.reshape(G, Cg * KH * KW, N * OH * OW)
+            gw = (gy_mat @ colg.swapaxes(-1, -2)).reshape(self.w.shape)
+        if need_x:
+            gcol = (wg.swapaxes(-1, -2) @ gy_mat).reshape(C, KH, KW, N, OH, OW)
+            gx = kernels_for(gy).col2im(gcol, H, W, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
+        return gx, gw, gb
+
+
+def check_conv2d_args(x, w, b, stride, padding, dilation, groups):
+    """Validate conv2d's arguments up front; returns (stride, padding, dilation) as pairs."""
+    check_float_4d(x, "input", "conv2d")
+    if w.ndim != 4:
+        raise ValueError(f"conv2d expects a weight of shape (OC, C/groups, KH, KW), got shape {tuple(w.shape)}")
+    if w.dtype != x.dtype:
+        raise TypeError(f"conv2d: input dtype {x.dtype} and weight dtype {w.dtype} differ")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+    stride = positive_pair(stride, "stride")
+    dilation = positive_pair(dilation, "dilation")
+    padding = non_negative_pair(padding, "padding")
+    N, C, H, W = x.shape
+    OC, Cg, KH, KW = w.shape
+    if C % groups:
+        raise ValueError(f"conv2d: input channels C={C} are not divisible by groups={groups}")
+    if OC % groups:
+        raise ValueError(f"conv2d: output channels OC={OC} are not divisible by groups={groups}")
+    if Cg * groups != C:
+        raise ValueError(f"conv2d: input has {C} channels but the weight expects {Cg * groups} "
+                         f"({Cg} per group x {groups} groups)")
+    if b is not None and tuple(b.shape) != (OC,):
+        raise ValueError(f"conv2d: bias must have shape ({OC},), got {tuple(b.shape)}")
+    eff_h, eff_w = dilation[0] * (KH - 1) + 1, dilation[1] * (KW - 1) + 1
+    ph, pw = H + 2 * padding[0], W + 2 * padding[1]
+    if eff_h > ph or eff_w > pw:
+        raise ValueError(f"conv2d: the kernel ({eff_h}x{eff_w} after dilation) is larger than "
+                         f"the padded input ({ph}x{pw})")
+    return stride, padding, dilation
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution of x (N, C, H, W) with w (OC, C/groups, KH, KW) and optional bias b (OC,)."""
+    stride, padding, dilation = check_conv2d_args(x, w, b, stride, padding, dilation, groups)
+    f = Conv2d(stride, padding, dilation, groups)
+    return f(x, w) if b is None else f(x, w, b)
+
+
+def conv2d_reference(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """The definition, in float64 nested loops over raw arrays: slow, obvious, and the reference every test uses."""
+    x, w = np.asarray(getattr(x, "data", x), np.float64), np.asarray(getattr(w, "data", w), np.float64)
+    b = None if b is None else np.asarray(getattr(b, "data", b), np.float64)
+    (SH, SW), (PH, PW), (DH, DW) = check_conv2d_args(x, w, b, stride, padding, dilation, groups)
+    N, C, H, W = x.shape
+    OC, Cg, KH, KW = w.shape
+    OH, OW = conv_output_size(H, KH, SH, PH, DH), conv_output_size(W, KW, SW, PW, DW)
+    y = np.zeros((N, OC, OH, OW))
+    for n in range(N):
+        for oc in range(OC):
+            g = oc // (OC // groups)
+            for oh in range(OH):
+                for ow in range(OW):
+                    total = 0.0 if b is None else b[oc]
+                    for c in range(Cg):
+                        for kh in range(KH):
+                            ih = oh * SH - PH + kh * DH
+                            if not 0 <= ih < H:
+                                continue
+                            for kw in range(KW):
+                                iw = ow * SW - PW + kw * DW
+                                if 0 <= iw < W:
+                                    total += w[oc, c, kh, kw] * x[n, g * Cg + c, ih, iw]
+                    y[n, oc, oh, ow] = total
+    return y

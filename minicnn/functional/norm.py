@@ -1,0 +1,76 @@
+"""Batch normalisation over (N, H, W) per channel, with its backward derived once and written out.
+
+Training:  mu = mean(x), var = mean((x - mu)^2)  over n, h, w for each channel c (M = N*H*W values)
+           xhat = (x - mu) / sqrt(var + eps);  y = gamma * xhat + beta
+           running_mean <- (1 - momentum) * running_mean + momentum * mu
+           running_var  <- (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (unbiased)
+Eval:      xhat = (x - running_mean) / sqrt(running_var + eps)
+Backward (training), every sum over n, h, w:
+           dbeta = sum(gy);  dgamma = sum(gy * xhat)
+           dx = gamma / sqrt(var + eps) * (gy - dbeta / M - xhat * dgamma / M)
+`momentum` weighs the NEW batch statistic (PyTorch's convention, default 0.1); Keras's
+momentum=0.99 is momentum=0.01 here.
+"""
+from ..autograd import Function
+from ..backend import get_array_module
+
+
+class BatchNorm2d(Function):
+    def __init__(self, running_mean, running_var, training, momentum, eps):
+        self.running_mean, self.running_var = running_mean, running_var
+        self.training, self.momentum, self.eps = training, momentum, eps
+
+    def forward(self, x, gamma, beta):
+        xp = get_array_module(x)
+        shape = (1, -1, 1, 1)
+        if self.training:
+            M = x.size // x.shape[1]
+            mu = x.mean(axis=(0, 2, 3))
+            xc = x - mu.reshape(shape)
+            var = (xc * xc).mean(axis=(0, 2, 3))
+            if self.running_mean is not None:
+                m = self.momentum
+                self.running_mean *= 1 - m
+                self.running_mean += m * mu
+                self.running_var *= 1 - m
+                self.running_var += m * var * (M / max(M - 1, 1))
+        else:
+            xc = x - self.running_mean.reshape(shape)
+            var = self.running_var
+        self.invstd = 1.0 / xp.sqrt(var + self.eps)
+        self.xhat = xc * self.invstd.reshape(shape)
+        self.gamma = gamma
+        return self.xhat * gamma.reshape(shape) + beta.reshape(shape)
+
+    def backward(self, gy):
+        shape = (1, -1, 1, 1)
+        dbeta = gy.sum(axis=(0, 2, 3))
+        dgamma = (gy * self.xhat).sum(axis=(0, 2, 3))
+        scale = (self.gamma * self.invstd).reshape(shape)
+        if self.training:
+            M = gy.size // gy.shape[1]
+            dx = scale * (gy - (dbeta / M).reshape(shape) - self.xhat * (dgamma / M).reshape(shape))
+        else:
+            dx = gy * scale
+        return dx, dgamma, dbeta
+
+
+def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5):
+    """Normalise each channel of x (N, C, H, W); running statistics (raw arrays) are updated in place when training."""
+    if x.ndim != 4:
+        raise ValueError(f"batch_norm expects input of shape (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"batch_norm needs floating-point input, got dtype {x.dtype}")
+    C = x.shape[1]
+    for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None and tuple(t.shape) != (C,):
+            raise ValueError(f"batch_norm: {name} must have shape ({C},) for {C} channels, got {tuple(t.shape)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+    if training and x.size // C < 2:
+        raise ValueError(f"batch_norm in training mode needs more than one value per channel, got input shape {tuple(x.shape)}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {momentum}")
+    rm = getattr(running_mean, "data", running_mean)
+    rv = getattr(running_var, "data", running_var)
+    return BatchNorm2d(rm, rv, training, momentum, eps)(x, gamma, beta)

@@ -27,3 +27,12 @@ def default_generator(like=None):
     if device not in _generators:
         _generators[device] = new_generator(_seed, device)
     return _generators[device]
+
+
+def get_state():
+    """The state of the CPU default generator (what a checkpoint needs to repeat the same dropout masks)."""
+    return default_generator().bit_generator.state
+
+
+def set_state(state):
+    default_generator().bit_generator.state = state

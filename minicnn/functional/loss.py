@@ -1,6 +1,7 @@
 """Cross-entropy from logits: log-softmax and negative log-likelihood fused, so large logits never overflow."""
 from ..autograd import Function
 from ..backend import get_array_module
+from ..tensor import Tensor
 
 
 class CrossEntropy(Function):
@@ -31,8 +32,11 @@ class CrossEntropy(Function):
 
 
 def cross_entropy(logits, target, reduction="mean"):
-    """Cross-entropy of logits (N, K) against integer class labels target (N,)."""
-    t = getattr(target, "data", target)
+    """Cross-entropy of logits (N, K) against integer class labels target (N,).
+
+    Labels outside [0, K) are an error on the CPU; on the GPU that check would cost a host sync per step, so it is skipped.
+    """
+    t = target.data if isinstance(target, Tensor) else target  # a raw array's .data is a memoryview / pointer
     xp = get_array_module(t)
     t = xp.asarray(t)
     if logits.ndim != 2:
@@ -43,7 +47,7 @@ def cross_entropy(logits, target, reduction="mean"):
         raise TypeError(f"cross_entropy: target must hold integer class labels, got dtype {t.dtype}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if t.size and (int(t.min()) < 0 or int(t.max()) >= logits.shape[1]):
+    if xp.__name__ == "numpy" and t.size and (int(t.min()) < 0 or int(t.max()) >= logits.shape[1]):
         raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1] - 1}], "
                          f"got values from {int(t.min())} to {int(t.max())}")
     return CrossEntropy(t, reduction)(logits)
@@ -54,5 +58,5 @@ def nll_loss(log_probs, target):
     from .shape import getitem, mean
     from .arith import neg
     xp = get_array_module(log_probs.data)
-    t = xp.asarray(getattr(target, "data", target))
+    t = xp.asarray(target.data if isinstance(target, Tensor) else target)
     return neg(mean(getitem(log_probs, (xp.arange(len(t)), t))))

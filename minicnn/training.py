@@ -1,0 +1,146 @@
+"""The training loop as one object: epochs of mini-batches, evaluation, and a state that resumes mid-epoch exactly.
+
+Everything that decides what happens next lives in `Trainer.state_dict()`: weights and batch-norm
+statistics, optimizer moments, the schedule, the epoch and batch reached, the running sums of the
+epoch so far, and the random generators (dropout masks, augmentation). So a run stopped after any
+batch and resumed from its checkpoint takes exactly the steps an uninterrupted run would.
+Loss and accuracy are summed on the device; the host reads them only to print.
+"""
+import time
+
+import numpy as np
+
+from . import functional as F
+from . import random as mrandom
+from .autograd import no_grad
+from .backend import get_array_module, to_device
+from .data.augment import random_affine
+from .data.loader import DataLoader, epoch_seed
+from .progress import progress
+from .tensor import Tensor
+
+
+class Trainer:
+    def __init__(self, model, optimizer, train_data, test_data, batch_size=128, seed=0,
+                 epoch_schedule=None, batch_schedule=None, augment=None):
+        self.model, self.optimizer = model, optimizer
+        self.epoch_schedule, self.batch_schedule = epoch_schedule, batch_schedule
+        self.x_test, self.y_test = test_data
+        self.loader = DataLoader(*train_data, batch_size=batch_size, shuffle=True, seed=seed)
+        self.seed, self.augment = seed, augment
+        self.epoch, self.batch = 0, 0           # completed epochs; completed batches of the current epoch
+        self.sums = [0.0, 0.0, 0]               # loss * n, correct, n of the current epoch so far
+        self.aug_rng_state = None
+        self.history = []
+        self.stop_requested = False
+
+    # ---- one epoch ---------------------------------------------------------------------------
+    def _augment_rng(self):
+        rng = np.random.default_rng(epoch_seed(self.seed + 1, self.epoch))
+        if self.aug_rng_state is not None:
+            rng.bit_generator.state = self.aug_rng_state
+        return rng
+
+    def train_step(self, xb, yb):
+        """Forward, loss, backward, update; returns the loss and number of correct predictions as device scalars."""
+        out = self.model(Tensor(xb))
+        loss = F.cross_entropy(out, yb)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if self.batch_schedule is not None:
+            self.batch_schedule.step()
+        return loss.data, (out.data.argmax(axis=1) == yb).sum()
+
+    def train_epoch(self, epochs_total=None, show_progress=True):
+        """Train until the end of the epoch (or until stop_requested); returns the epoch's record, or None if stopped."""
+        self.model.train()
+        start = time.perf_counter()
+        rng = self._augment_rng() if self.augment else None
+        xp = get_array_module(self.loader.x)
+        loss_sum, correct, count = xp.asarray(self.sums[0]), xp.asarray(self.sums[1]), self.sums[2]
+        desc = f"Epoch {self.epoch + 1}" + (f"/{epochs_total}" if epochs_total else "")
+        bar = progress(total=len(self.loader), desc=desc, unit="batch", disable=not show_progress, leave=False)
+        bar.update(self.batch)
+        last_print = time.perf_counter()
+        for i, (xb, yb) in enumerate(self.loader.batches(self.epoch)):
+            if i < self.batch:
+                continue
+            if rng is not None:
+                xb = random_affine(xb, rng, **self.augment)
+            loss, ok = self.train_step(xb, yb)
+            n = len(yb)
+            loss_sum, correct, count = loss_sum + loss * n, correct + ok, count + n
+            self.batch = i + 1
+            bar.update(1)
+            if time.perf_counter() - last_print > 1.0:  # the only host sync inside the epoch
+                bar.set_postfix_str(f"loss {float(loss_sum) / count:.4f} acc {float(correct) / count:.4f}")
+                last_print = time.perf_counter()
+            if self.stop_requested:
+                self.sums = [float(loss_sum), float(correct), count]
+                self.aug_rng_state = rng.bit_generator.state if rng is not None else None
+                bar.close()
+                return None
+        bar.close()
+        test_loss, test_acc = self.evaluate(self.x_test, self.y_test)
+        record = {"epoch": self.epoch + 1, "loss": float(loss_sum) / count, "accuracy": float(correct) / count,
+                  "test_loss": test_loss, "test_accuracy": test_acc, "lr": self.optimizer.lr,
+                  "seconds": time.perf_counter() - start}
+        self.history.append(record)
+        self.epoch, self.batch, self.sums, self.aug_rng_state = self.epoch + 1, 0, [0.0, 0.0, 0], None
+        if self.epoch_schedule is not None:
+            self.epoch_schedule.step()
+        return record
+
+    def evaluate(self, x, y, batch_size=1000):
+        """(mean loss, accuracy) over (x, y) in eval mode: batch norm uses its running statistics."""
+        was_training = self.model.training
+        self.model.eval()
+        xp = get_array_module(x)
+        loss_sum, correct = xp.asarray(0.0), xp.asarray(0)
+        with no_grad():
+            for s in range(0, len(x), batch_size):
+                xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+                out = self.model(Tensor(xb))
+                loss_sum = loss_sum + F.cross_entropy(out, yb, reduction="sum").data
+                correct = correct + (out.data.argmax(axis=1) == yb).sum()
+        self.model.train(was_training)
+        return float(loss_sum) / len(x), float(correct) / len(x)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def state_dict(self):
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch_schedule": self.epoch_schedule.state_dict() if self.epoch_schedule else None,
+            "batch_schedule": self.batch_schedule.state_dict() if self.batch_schedule else None,
+            "epoch": self.epoch, "batch": self.batch, "sums": list(self.sums),
+            "aug_rng_state": self.aug_rng_state,
+            "rng_state": mrandom.get_state(),
+            "dropout_rng_states": [g.bit_generator.state for g in self._layer_generators()],
+            "history": list(self.history), "seed": self.seed,
+        }
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.epoch_schedule is not None and state["epoch_schedule"] is not None:
+            self.epoch_schedule.load_state_dict(state["epoch_schedule"])
+        if self.batch_schedule is not None and state["batch_schedule"] is not None:
+            self.batch_schedule.load_state_dict(state["batch_schedule"])
+        self.epoch, self.batch, self.sums = state["epoch"], state["batch"], list(state["sums"])
+        self.aug_rng_state = state["aug_rng_state"]
+        mrandom.set_state(state["rng_state"])
+        for g, s in zip(self._layer_generators(), state["dropout_rng_states"]):
+            g.bit_generator.state = s
+        self.history, self.seed = list(state["history"]), state["seed"]
+        self.loader.seed = self.seed
+
+    def _layer_generators(self):
+        return [m.generator for m in self.model.modules() if getattr(m, "generator", None) is not None]
+
+
+def to_device_dataset(x_uint8, y, device):
+    """uint8 images (N, 28, 28) and labels -> float32 (N, 1, 28, 28) in [0, 1] and int64 labels, on `device`."""
+    x = (x_uint8[:, None].astype(np.float32) / np.float32(255.0))
+    return to_device(x, device), to_device(y.astype(np.int64), device)

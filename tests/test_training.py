@@ -1,0 +1,129 @@
+"""Training end to end on the committed MNIST subset: checkpoints, exact resume, and an accuracy floor."""
+import json
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn import optim
+from minicnn.checkpoint import load_checkpoint, save_checkpoint
+from minicnn.data import read_mnist_folder
+from minicnn.models import eip4
+from minicnn.training import Trainer, to_device_dataset
+
+SUBSET = os.path.join(os.path.dirname(__file__), "data", "mnist_small")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def subset():
+    (xtr, ytr), (xte, yte) = read_mnist_folder(SUBSET)
+    return to_device_dataset(xtr, ytr, "cpu"), to_device_dataset(xte, yte, "cpu")
+
+
+def make_trainer(train, test, seed=0, n_train=None, bn_momentum=None, augment=None):
+    minicnn.manual_seed(seed)
+    model = eip4()
+    if bn_momentum is not None:
+        for m in model.modules():
+            if isinstance(m, minicnn.nn.BatchNorm2d):
+                m.momentum = bn_momentum
+    opt = optim.Adam(model.parameters(), lr=0.003, eps=1e-7)
+    sched = optim.InverseTimeDecay(opt, 0.319)
+    if n_train:
+        train = (train[0][:n_train], train[1][:n_train])
+    return Trainer(model, opt, train, test, batch_size=64, seed=seed, epoch_schedule=sched, augment=augment)
+
+
+def test_short_real_training_beats_an_accuracy_floor(subset):
+    """4,000 real digits, 3 epochs: a broken forward or backward pass cannot reach 90% on 1,000 test digits."""
+    train, test = subset
+    # Keras's slow batch-norm momentum (0.01) needs far more than these 190 steps to settle its running
+    # statistics, so this short run uses PyTorch's 0.1; the network is otherwise the course's.
+    trainer = make_trainer(train, test, bn_momentum=0.1)
+    records = [trainer.train_epoch(show_progress=False) for _ in range(3)]
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert records[-1]["test_accuracy"] >= 0.90, records
+
+
+def test_resume_mid_epoch_ends_exactly_where_an_uninterrupted_run_does(subset, tmp_path):
+    train, test = subset
+    augment = dict(degrees=10.0, translate=0.1, scale=(0.9, 1.1))  # the augmentation generator must resume too
+    straight = make_trainer(train, test, n_train=640, augment=augment)
+    for _ in range(2):
+        straight.train_epoch(show_progress=False)
+
+    first = make_trainer(train, test, n_train=640, augment=augment)
+    first.train_epoch(show_progress=False)
+    calls = {"n": 0}
+    original = first.train_step
+
+    def stop_after_three(xb, yb):  # what Ctrl-C does: the batch finishes, then the loop stops
+        calls["n"] += 1
+        if calls["n"] == 3:
+            first.stop_requested = True
+        return original(xb, yb)
+    first.train_step = stop_after_three
+    assert first.train_epoch(show_progress=False) is None and first.batch == 3
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, {"trainer": first.state_dict()})
+
+    minicnn.manual_seed(123)  # a different process state: everything must come from the checkpoint
+    resumed = make_trainer(train, test, seed=5, n_train=640, augment=augment)
+    resumed.load_state_dict(load_checkpoint(path)["trainer"])
+    record = resumed.train_epoch(show_progress=False)
+    assert record is not None and resumed.epoch == 2
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert resumed.history == [dict(h, seconds=r["seconds"]) for h, r in zip(straight.history, resumed.history)]
+    np.testing.assert_array_equal(straight.optimizer.m, resumed.optimizer.m)
+    assert straight.optimizer.lr == resumed.optimizer.lr
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / "c.ckpt"
+    save_checkpoint(path, {"value": 1})
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, {"value": Boom()})
+    assert load_checkpoint(path)["value"] == 1
+    assert os.listdir(tmp_path) == ["c.ckpt"]  # no temporary file left behind
+
+
+def test_foreign_or_damaged_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="not a readable minicnn checkpoint"):
+        load_checkpoint(bad)
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(pickle.dumps({"weights": 1}))
+    with pytest.raises(ValueError, match="not a minicnn checkpoint"):
+        load_checkpoint(other)
+
+
+def test_example_script_trains_saves_and_resumes(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        import mnist as example
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(example, "load_mnist", lambda data_dir=None: read_mnist_folder(SUBSET))
+    save = str(tmp_path / "run.ckpt")
+    args = ["--epochs", "1", "--train-limit", "256", "--save", save, "--no-progress"]
+    assert example.main(args) == 0
+    out = capsys.readouterr().out
+    assert "Total params: 14,060" in out and "Epoch  1/1" in out and "final test accuracy" in out
+    history = json.load(open(str(tmp_path / "run.history.json")))
+    assert len(history) == 1 and 0.0 <= history[0]["test_accuracy"] <= 1.0
+    assert os.path.exists(str(tmp_path / "run.best.ckpt"))
+    state = load_checkpoint(save)
+    assert state["trainer"]["epoch"] == 1 and state["args"]["epochs"] == 1
+    # --resume continues the same run; asking for more epochs there is the run's own setting, so it ends at once
+    assert example.main(["--resume", save, "--no-progress"]) == 0
+    assert "resumed from" in capsys.readouterr().out

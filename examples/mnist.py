@@ -15,6 +15,22 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+
+def _threads_from_argv(argv):
+    """--threads N, read before NumPy loads: the BLAS library fixes its thread count when it starts."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return None
+
+
+_n = _threads_from_argv(sys.argv)
+if _n:
+    for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _n
+
 import minicnn  # noqa: E402
 import minicnn.backend  # noqa: E402
 from minicnn import optim  # noqa: E402
@@ -40,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", help="checkpoint to continue from")
     p.add_argument("--train-limit", type=int, help="use only the first N training images (quick runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, help="CPU threads for the Numba kernels and BLAS "
+                                               "(default: NUMBA_NUM_THREADS or all cores)")
     return p.parse_args(argv)
 
 
@@ -73,6 +91,9 @@ def build(args, train, test):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads:
+        import numba
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.device == "gpu":
         minicnn.backend.require_gpu()
     resume_state = load_checkpoint(args.resume) if args.resume else None

@@ -1,4 +1,6 @@
 """One engine, several array backends: pick NumPy or CuPy, and the matching kernels, from the arrays themselves."""
+import os
+
 import numpy as np
 
 _cupy = None
@@ -63,13 +65,28 @@ def get_array_module(*arrays):
     return np
 
 
+_cpu_kernels = None
+
+
+def use_reference_kernels(flag=True):
+    """Run the CPU engine on kernels/reference.py (plain NumPy im2col/col2im) instead of the Numba kernels."""
+    global _cpu_kernels
+    if flag:
+        from minicnn.kernels import reference
+        _cpu_kernels = reference
+    else:
+        from minicnn.kernels import cpu
+        _cpu_kernels = cpu
+
+
 def kernels_for(a):
     """The kernel module (same function names on every backend) for the device of array `a`."""
     if is_gpu_array(a):
         from minicnn.kernels import gpu
         return gpu
-    from minicnn.kernels import cpu
-    return cpu
+    if _cpu_kernels is None:
+        use_reference_kernels(os.environ.get("MINICNN_KERNELS", "numba") == "numpy")
+    return _cpu_kernels
 
 
 def to_device(a, device):

@@ -1,0 +1,9 @@
+"""The plain-NumPy backend: the same contract as cpu.py, with im2col and col2im as NumPy slicing instead of Numba loops.
+
+It exists to be compared with: `MINICNN_KERNELS=numpy` (or `minicnn.backend.use_reference_kernels()`)
+makes the CPU engine use it, so benchmarks show what the Numba kernels buy. Only im2col/col2im differ;
+the other kernels are the Numba ones.
+"""
+from .cpu import (max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,  # noqa: F401
+                  affine_warp, dropout_mask, adam_update, sgd_update)
+from .im2col import im2col_numpy as im2col, col2im_numpy as col2im  # noqa: F401

@@ -99,7 +99,7 @@ def main(argv=None):
     resume_state = load_checkpoint(args.resume) if args.resume else None
     if resume_state is not None:  # the run's own settings win, so it ends where it would have
         for key, value in resume_state["args"].items():
-            if key not in ("resume", "device", "data_dir", "no_progress", "save"):
+            if key not in ("resume", "device", "data_dir", "no_progress", "save", "threads"):
                 setattr(args, key, value)
     args.save = args.save or (resume_state["args"]["save"] if resume_state else f"runs/{args.model}-seed{args.seed}.ckpt")
     best_path, history_path = side_paths(args.save)

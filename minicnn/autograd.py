@@ -8,6 +8,8 @@ gradients into the leaves.
 """
 import contextlib
 
+import numpy as np
+
 from .backend import device_of, get_array_module
 
 _grad_enabled = True
@@ -64,6 +66,8 @@ class Function:
                 f"{type(self).__name__}: expected all tensors on the same device, got {listed}; "
                 "move them with .to('cpu') or .to('gpu') first")
         out = self.forward(*[t.data for t in args])
+        if isinstance(out, np.generic):  # a full reduction gives a NumPy scalar: keep its dtype (float64 stays float64)
+            out = np.asarray(out)
         needs = tuple(t.requires_grad for t in args)
         result = Tensor(out, requires_grad=_grad_enabled and any(needs))
         if result.requires_grad:
@@ -101,7 +105,9 @@ def backward(root, grad=None, retain_graph=False):
                 f"{tuple(root.shape)}; pass grad= with that shape, or reduce it (e.g. .sum()) first")
         grad = xp.ones_like(root.data)
     else:
-        grad = getattr(grad, "data", grad)
+        from .tensor import Tensor
+        if isinstance(grad, Tensor):  # not getattr(grad, "data"): a NumPy array's .data is a memoryview
+            grad = grad.data
         if tuple(grad.shape) != tuple(root.shape):
             raise ValueError(f"grad has shape {tuple(grad.shape)} but the output has shape {tuple(root.shape)}")
     order = _topological_order(root)

@@ -13,6 +13,7 @@ momentum=0.99 is momentum=0.01 here.
 """
 from ..autograd import Function
 from ..backend import get_array_module
+from ..tensor import Tensor
 
 
 class BatchNorm2d(Function):
@@ -71,6 +72,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
         raise ValueError(f"batch_norm in training mode needs more than one value per channel, got input shape {tuple(x.shape)}")
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {momentum}")
-    rm = getattr(running_mean, "data", running_mean)
-    rv = getattr(running_var, "data", running_var)
+    # raw arrays are used as they are (a NumPy array's own .data attribute is a memoryview, not the array)
+    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+    rv = running_var.data if isinstance(running_var, Tensor) else running_var
     return BatchNorm2d(rm, rv, training, momentum, eps)(x, gamma, beta)

@@ -1,0 +1,347 @@
+"""The GPU backend: every kernel of minicnn under its contract name, for CuPy arrays.
+
+Each operation has its CUDA source beside the Numba file of the same name (im2col.cu beside
+im2col.py, ...). This module reads each .cu file ONCE, compiles it with NVRTC through
+`cupy.RawModule` (cached in `_MODULES`; CuPy also keeps the binary on disk) and defines Python
+wrappers with exactly the names, arguments and return values of `kernels/cpu.py`, taking and
+returning CuPy arrays. Inputs are checked up front and every message names the offending value.
+
+The source is handed to CuPy exactly as it is on disk -- nothing is prepended -- and with
+`NVRTC_OPTIONS`, so `.ci/compile_cuda.sh` compiles the very same text with nvcc (and with NVRTC
+itself where the library is found) on machines without a GPU.
+
+Launch configuration: 1-D grids of `THREADS` threads per block; every kernel runs a grid-stride
+loop, so `min(ceil(total / THREADS), MAX_BLOCKS)` blocks cover any size. Scalars are passed as
+explicitly typed NumPy scalars (np.int32, np.int64, np.float32, np.float64) so they match the C
+parameter types exactly.
+
+Importing this module without CuPy (or without a CUDA device) raises the RuntimeError of
+`minicnn.backend.require_gpu()`, which says what is missing and how to install the `gpu` extra.
+"""
+import os
+
+import numpy as np
+
+from minicnn.backend import require_gpu
+
+cp = require_gpu()
+
+from .im2col import out_size  # noqa: E402  (the shared output-size formula; pure Python)
+
+__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+           "avg_pool2d_backward", "affine_warp", "dropout_mask", "adam_update", "sgd_update",
+           "cuda_source", "compile_all", "PoolArgmax"]
+
+KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# --fmad=false: no fused multiply-add contraction, so the double arithmetic of the optimizer, affine
+# and average-pool kernels rounds operation by operation exactly like the Numba (LLVM, no fast-math)
+# loops. The kernels are memory-bound; FMA would buy nothing measurable here.
+NVRTC_OPTIONS = ("--fmad=false",)
+
+# Every extern "C" entry point, per .cu file, without its type suffix; each exists as NAME_f32 and
+# NAME_f64 (affine_warp: _f32 only). .ci/compile_cuda.sh checks these names in the compiled cubins.
+KERNELS = {
+    "im2col": ["im2col", "col2im"],
+    "pool": ["max_pool2d_forward", "max_pool2d_backward", "max_pool2d_backward_scan",
+             "avg_pool2d_forward", "avg_pool2d_backward"],
+    "dropout": ["dropout_mask"],
+    "affine": ["affine_warp"],
+    "optim": ["adam_update", "sgd_update"],
+}
+FLOAT32_ONLY = ["affine_warp"]
+
+THREADS = 256
+MAX_BLOCKS = 65536
+
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_MODULES = {}    # .cu name -> cupy.RawModule, built once per process
+_FUNCTIONS = {}  # (.cu name, kernel name) -> cupy.RawKernel
+
+
+def cuda_source(name):
+    """The text of kernels/NAME.cu, exactly as CuPy compiles it."""
+    path = os.path.join(KERNEL_DIR, name + ".cu")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _function(module, kernel):
+    """The compiled kernel `kernel` of kernels/`module`.cu (the module is compiled on first use only)."""
+    key = (module, kernel)
+    fn = _FUNCTIONS.get(key)
+    if fn is None:
+        mod = _MODULES.get(module)
+        if mod is None:
+            mod = cp.RawModule(code=cuda_source(module), options=NVRTC_OPTIONS)
+            _MODULES[module] = mod
+        fn = mod.get_function(kernel)
+        _FUNCTIONS[key] = fn
+    return fn
+
+
+def compile_all():
+    """Compile every .cu file and look up every entry point now (warm-up); returns the entry names."""
+    names = []
+    for module, kernels in KERNELS.items():
+        for base in kernels:
+            for suffix in (("f32",) if base in FLOAT32_ONLY else ("f32", "f64")):
+                _function(module, f"{base}_{suffix}")
+                names.append(f"{base}_{suffix}")
+    return names
+
+
+def _launch(fn, total, args):
+    """Run `fn` over `total` work items (one thread each, grid-stride) on the current stream."""
+    if total <= 0:
+        return
+    blocks = min((total + THREADS - 1) // THREADS, MAX_BLOCKS)
+    fn((blocks,), (THREADS,), args)
+
+
+def _ints(*values):
+    return tuple(np.int32(v) for v in values)
+
+
+# ---- input checks: every message names the value ---------------------------------------------------
+def _float_array(a, name, op, ndim):
+    """a as a C-contiguous float32/float64 CuPy array of `ndim` dimensions (copied only when not contiguous)."""
+    if not isinstance(a, cp.ndarray):
+        raise TypeError(f"{op} (GPU): {name} must be a CuPy array, got {type(a).__module__}.{type(a).__name__}; "
+                        "move the data with Tensor.to('gpu') or cupy.asarray first")
+    if a.dtype not in _SUFFIX:
+        raise TypeError(f"{op} (GPU): {name} has dtype {a.dtype}; the CUDA kernels take float32 or float64")
+    if a.ndim != ndim:
+        raise ValueError(f"{op} (GPU): {name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
+    return cp.ascontiguousarray(a)
+
+
+def _check_ints(op, positive=(), non_negative=()):
+    """Window sizes, strides and dilations must be positive ints, paddings non-negative ints."""
+    for names, low in ((positive, 1), (non_negative, 0)):
+        for name, value in names:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+                what = "a positive int" if low else "a non-negative int"
+                raise ValueError(f"{op} (GPU): {name} must be {what}, got {value!r}")
+
+
+def _flat_buffers(op, **arrays):
+    """In-place optimizer buffers: 1-D, C-contiguous, one float dtype, one length (they cannot be copied)."""
+    dtype = size = None
+    for name, a in arrays.items():
+        if not isinstance(a, cp.ndarray):
+            raise TypeError(f"{op} (GPU): {name} must be a CuPy array, got {type(a).__module__}.{type(a).__name__}")
+        if a.dtype not in _SUFFIX:
+            raise TypeError(f"{op} (GPU): {name} has dtype {a.dtype}; the CUDA kernels take float32 or float64")
+        if a.ndim != 1 or not a.flags.c_contiguous:
+            raise ValueError(f"{op} (GPU): {name} must be a 1-D C-contiguous buffer (it is updated in place), "
+                             f"got shape {tuple(a.shape)} with strides {a.strides}")
+        if dtype is None:
+            dtype, size = a.dtype, a.size
+        elif a.dtype != dtype or a.size != size:
+            first = next(iter(arrays))
+            raise ValueError(f"{op} (GPU): {name} ({a.dtype}, {a.size} values) does not match "
+                             f"{first} ({dtype}, {size} values)")
+    return _SUFFIX[dtype], size
+
+
+def _output_size(op, H, W, OH, OW, detail):
+    if OH < 0 or OW < 0:
+        raise ValueError(f"{op} (GPU): the window does not fit the input: H={H}, W={W}, {detail} "
+                         f"give OH={OH}, OW={OW}")
+
+
+# ---- im2col.cu -------------------------------------------------------------------------------------
+def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
+    """x (N, C, H, W) -> col (C, KH, KW, N, OH, OW); one thread per column entry (see im2col.cu)."""
+    x = _float_array(x, "x", "im2col", 4)
+    _check_ints("im2col", positive=(("KH", KH), ("KW", KW), ("SH", SH), ("SW", SW), ("DH", DH), ("DW", DW)),
+                non_negative=(("PH", PH), ("PW", PW)))
+    N, C, H, W = x.shape
+    OH, OW = out_size(H, KH, SH, PH, DH), out_size(W, KW, SW, PW, DW)
+    _output_size("im2col", H, W, OH, OW, f"KH={KH}, KW={KW}, SH={SH}, SW={SW}, PH={PH}, PW={PW}, DH={DH}, DW={DW}")
+    col = cp.empty((C, KH, KW, N, OH, OW), dtype=x.dtype)
+    _launch(_function("im2col", "im2col_" + _SUFFIX[x.dtype]), col.size,
+            (x, col) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW))
+    return col
+
+
+def col2im(col, H, W, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
+    """col (C, KH, KW, N, OH, OW) -> dx (N, C, H, W); one thread per input element gathers its terms (no atomics)."""
+    col = _float_array(col, "col", "col2im", 6)
+    _check_ints("col2im", positive=(("H", H), ("W", W), ("SH", SH), ("SW", SW), ("DH", DH), ("DW", DW)),
+                non_negative=(("PH", PH), ("PW", PW)))
+    C, KH, KW, N, OH, OW = col.shape
+    dx = cp.empty((N, C, H, W), dtype=col.dtype)
+    _launch(_function("im2col", "col2im_" + _SUFFIX[col.dtype]), dx.size,
+            (col, dx) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW))
+    return dx
+
+
+# ---- pool.cu ---------------------------------------------------------------------------------------
+class PoolArgmax(cp.ndarray):
+    """The int32 argmax of max_pool2d_forward, remembering its window (KH, KW, SH, SW, PH, PW).
+
+    The CPU backward scatters each gradient to its winner and needs no geometry; the GPU backward is
+    a gather over the windows that CONTAIN each pixel, which needs it. The contract's signature
+    max_pool2d_backward(gy, argmax, H, W) carries no geometry, so the argmax array carries it.
+    An argmax without it (e.g. copied from the CPU) takes the slower scan over the whole plane.
+    """
+
+    window = None
+
+    def __array_finalize__(self, obj):
+        self.window = getattr(obj, "window", None)
+
+
+def _pool_out(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def _pool_checks(op, KH, KW, SH, SW, PH, PW):
+    _check_ints(op, positive=(("KH", KH), ("KW", KW), ("SH", SH), ("SW", SW)),
+                non_negative=(("PH", PH), ("PW", PW)))
+
+
+def max_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
+    """x (N, C, H, W) -> (y (N, C, OH, OW), argmax int32 (N, C, OH, OW)); first maximum in row-major window order."""
+    x = _float_array(x, "x", "max_pool2d_forward", 4)
+    _pool_checks("max_pool2d_forward", KH, KW, SH, SW, PH, PW)
+    N, C, H, W = x.shape
+    OH, OW = _pool_out(H, KH, SH, PH), _pool_out(W, KW, SW, PW)
+    _output_size("max_pool2d_forward", H, W, OH, OW, f"KH={KH}, KW={KW}, SH={SH}, SW={SW}, PH={PH}, PW={PW}")
+    y = cp.empty((N, C, OH, OW), dtype=x.dtype)
+    argmax = cp.empty((N, C, OH, OW), dtype=np.int32)
+    _launch(_function("pool", "max_pool2d_forward_" + _SUFFIX[x.dtype]), y.size,
+            (x, y, argmax) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
+    try:
+        tagged = argmax.view(PoolArgmax)
+        tagged.window = (int(KH), int(KW), int(SH), int(SW), int(PH), int(PW))
+    except Exception:  # subclassing unavailable in this CuPy: the backward falls back to the plane scan
+        tagged = argmax
+    return y, tagged
+
+
+def max_pool2d_backward(gy, argmax, H, W):
+    """gy (N, C, OH, OW) -> gx (N, C, H, W): each pixel gathers gy over the windows whose argmax it is."""
+    gy = _float_array(gy, "gy", "max_pool2d_backward", 4)
+    if not isinstance(argmax, cp.ndarray):
+        raise TypeError(f"max_pool2d_backward (GPU): argmax must be a CuPy array, got "
+                        f"{type(argmax).__module__}.{type(argmax).__name__}")
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"max_pool2d_backward (GPU): argmax must hold integer positions, got dtype {argmax.dtype}")
+    if tuple(argmax.shape) != tuple(gy.shape):
+        raise ValueError(f"max_pool2d_backward (GPU): argmax has shape {tuple(argmax.shape)} "
+                         f"but gy has shape {tuple(gy.shape)}")
+    _check_ints("max_pool2d_backward", positive=(("H", H), ("W", W)))
+    window = getattr(argmax, "window", None)
+    plain = argmax.view(cp.ndarray) if type(argmax) is not cp.ndarray else argmax
+    plain = cp.ascontiguousarray(plain.astype(np.int32, copy=False))
+    N, C, OH, OW = gy.shape
+    gx = cp.empty((N, C, H, W), dtype=gy.dtype)
+    suffix = _SUFFIX[gy.dtype]
+    if window is not None:
+        KH, KW, SH, SW, PH, PW = window
+        if (_pool_out(H, KH, SH, PH), _pool_out(W, KW, SW, PW)) != (OH, OW):
+            window = None  # the geometry does not describe this gy/H/W: scan instead
+    if window is not None:
+        _launch(_function("pool", "max_pool2d_backward_" + suffix), gx.size,
+                (gy, plain, gx) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
+    else:
+        _launch(_function("pool", "max_pool2d_backward_scan_" + suffix), gx.size,
+                (gy, plain, gx) + _ints(N, C, H, W, OH, OW))
+    return gx
+
+
+def avg_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
+    """x (N, C, H, W) -> y (N, C, OH, OW): window means, padding counted as zeros."""
+    x = _float_array(x, "x", "avg_pool2d_forward", 4)
+    _pool_checks("avg_pool2d_forward", KH, KW, SH, SW, PH, PW)
+    N, C, H, W = x.shape
+    OH, OW = _pool_out(H, KH, SH, PH), _pool_out(W, KW, SW, PW)
+    _output_size("avg_pool2d_forward", H, W, OH, OW, f"KH={KH}, KW={KW}, SH={SH}, SW={SW}, PH={PH}, PW={PW}")
+    y = cp.empty((N, C, OH, OW), dtype=x.dtype)
+    _launch(_function("pool", "avg_pool2d_forward_" + _SUFFIX[x.dtype]), y.size,
+            (x, y) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
+    return y
+
+
+def avg_pool2d_backward(gy, H, W, KH, KW, SH, SW, PH=0, PW=0):
+    """gy (N, C, OH, OW) -> gx (N, C, H, W): each pixel gathers gy / (KH*KW) from the windows containing it."""
+    gy = _float_array(gy, "gy", "avg_pool2d_backward", 4)
+    _pool_checks("avg_pool2d_backward", KH, KW, SH, SW, PH, PW)
+    _check_ints("avg_pool2d_backward", positive=(("H", H), ("W", W)))
+    N, C, OH, OW = gy.shape
+    gx = cp.empty((N, C, H, W), dtype=gy.dtype)
+    _launch(_function("pool", "avg_pool2d_backward_" + _SUFFIX[gy.dtype]), gx.size,
+            (gy, gx) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
+    return gx
+
+
+# ---- affine.cu -------------------------------------------------------------------------------------
+def affine_warp(x, theta):
+    """Warp each image x[n] by the inverse affine map theta[n] (N, 2, 3); float32 only, like affine.py."""
+    if not isinstance(x, cp.ndarray) or x.dtype != np.float32 or x.ndim != 4:
+        raise TypeError(f"affine_warp (GPU) expects x as a float32 CuPy array (N, C, H, W), got "
+                        f"{type(x).__name__} dtype={getattr(x, 'dtype', None)} shape={getattr(x, 'shape', None)}")
+    theta = cp.ascontiguousarray(cp.asarray(theta, dtype=np.float32))
+    if theta.shape != (x.shape[0], 2, 3):
+        raise ValueError(f"theta must have shape (N, 2, 3) = {(x.shape[0], 2, 3)} for x of shape {x.shape}, "
+                         f"got {theta.shape}")
+    x = cp.ascontiguousarray(x)
+    N, C, H, W = x.shape
+    out = cp.empty_like(x)
+    if x.size:
+        _launch(_function("affine", "affine_warp_f32"), N * H * W, (x, theta, out) + _ints(N, C, H, W))
+    return out
+
+
+# ---- dropout.cu ------------------------------------------------------------------------------------
+def dropout_mask(shape, p, generator, dtype=np.float32):
+    """The inverted-dropout mask of `shape`: 1/(1-p) where u >= p, else 0, with u uniform float32 from `generator`.
+
+    `generator` is a cupy.random.Generator (the GPU default, minicnn.random): u is drawn on the device.
+    A numpy.random.Generator also works (e.g. nn.Dropout(seed=...)): u is drawn on the host by the
+    very call dropout.py makes and copied over, so the mask equals the CPU mask for the same seed.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in _SUFFIX:
+        raise TypeError(f"dropout_mask (GPU): dtype {dtype} is not supported; use float32 or float64")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout_mask (GPU): p must lie in [0, 1), got {p}")
+    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    if isinstance(generator, np.random.Generator):
+        u = cp.asarray(generator.random(shape, dtype=np.float32))
+    elif isinstance(generator, cp.random.Generator):
+        u = generator.random(shape, dtype=np.float32)
+    else:
+        raise TypeError(f"dropout_mask (GPU): generator must be a cupy.random.Generator or a numpy.random.Generator, "
+                        f"got {type(generator).__module__}.{type(generator).__name__}")
+    u = cp.ascontiguousarray(u)
+    # the value NumPy compares u with in dropout.py: float32(p) for a Python float (NumPy 2 casts weak scalars)
+    threshold = float(np.result_type(np.float32, p).type(p))
+    scale = dtype.type(1.0 / (1.0 - p))
+    mask = cp.empty(shape, dtype=dtype)
+    _launch(_function("dropout", "dropout_mask_" + _SUFFIX[dtype]), mask.size,
+            (u, mask, np.float64(threshold), scale, np.int64(mask.size)))
+    return mask
+
+
+# ---- optim.cu --------------------------------------------------------------------------------------
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0, decoupled=False):
+    """One Adam (or AdamW when decoupled) step on flat CuPy arrays p, g, m, v, in place: one launch."""
+    suffix, n = _flat_buffers("adam_update", p=p, g=g, m=m, v=v)
+    if step < 1:
+        raise ValueError(f"adam_update (GPU): step counts from 1, got {step}")
+    bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+    _launch(_function("optim", "adam_update_" + suffix), n,
+            (p, g, m, v, np.int64(n), np.float64(lr), np.float64(beta1), np.float64(beta2), np.float64(eps),
+             np.float64(bc1), np.float64(bc2), np.float64(weight_decay), np.int32(bool(decoupled))))
+
+
+def sgd_update(p, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """One SGD step (momentum, Nesterov, L2 weight decay) on flat CuPy arrays p, g, buf, in place: one launch."""
+    suffix, n = _flat_buffers("sgd_update", p=p, g=g, buf=buf)
+    _launch(_function("optim", "sgd_update_" + suffix), n,
+            (p, g, buf, np.int64(n), np.float64(lr), np.float64(momentum), np.float64(weight_decay),
+             np.int32(bool(nesterov))))

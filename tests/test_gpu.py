@@ -1,0 +1,847 @@
+"""The GPU backend: CUDA kernels (kernels/*.cu) and their CuPy wrappers (kernels/gpu.py) against the CPU backend.
+
+Three groups of tests:
+
+1. Without a GPU (run everywhere, no `gpu` marker, so `-m "not gpu"` keeps them):
+   - asking for the GPU without CuPy fails with one RuntimeError that says CuPy is missing and names
+     the `gpu` extra (skipped on a machine where the GPU works);
+   - kernels/gpu.py defines every function of kernels/cpu.py with the same signature;
+   - HOST EMULATION: each .cu file is compiled as ordinary C++ by the host compiler, with a six-line
+     shim for __global__, blockIdx, threadIdx, ..., and driven through the real gpu.py wrappers (their
+     checks, shapes, launch sizes and scalar types) with NumPy arrays in place of CuPy arrays. Every
+     (block, thread) of the launch runs one after another, with tiny blocks and grids so the
+     grid-stride loops wrap many times. Each kernel must equal its Numba twin BIT FOR BIT (same
+     operation order, no fused multiply-add), and every scalar argument must have exactly the C type
+     of the kernel parameter (CuPy passes scalars by value, so a wrong width would corrupt them on
+     the GPU). Skipped when no C++ compiler is found.
+
+2. On a GPU (marker `gpu`; skipped with the reason from minicnn.backend.gpu_unavailable_reason()
+   when CuPy or a CUDA device is missing): every kernel, every op forward and backward, every layer,
+   the optimizers and a few eip4 training steps give the same numbers on both devices, within the
+   tolerances below; col2im is bit-for-bit repeatable; tensors and modules move between devices;
+   a mixed-device op raises an error naming both devices.
+"""
+import copy
+import ctypes
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import shutil
+import subprocess
+import types
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+import minicnn
+import minicnn.backend as backend
+import minicnn.functional as F
+from minicnn import Tensor, nn
+from minicnn.kernels import cpu
+
+KERNELS_DIR = os.path.dirname(cpu.__file__)
+GPU_REASON = backend.gpu_unavailable_reason()
+cp = backend.cupy_module() if GPU_REASON is None else None
+
+gpu = pytest.mark.gpu
+needs_gpu = pytest.mark.skipif(GPU_REASON is not None, reason=f"no GPU: {GPU_REASON}")
+
+# ---- tolerances (float32: eps = 1.2e-7) ----------------------------------------------------------------
+# Our own kernels (im2col, col2im, pooling, affine, dropout, optimizer updates) do the same operations in
+# the same order on both devices, with --fmad=false: equal up to the last bit in practice; a few ulps are
+# allowed so that a GPU math library rounding differently could never fail the test.
+KERNEL_RTOL_F32, KERNEL_ATOL_F32 = 1e-6, 1e-7
+# Ops with GEMMs and reductions (conv2d, linear, batch norm, losses): cuBLAS and CuPy's reductions sum in
+# another order than OpenBLAS and NumPy. Inputs here are ~N(0, 1) with at most a few hundred terms per
+# sum, so the difference is ~ sqrt(terms) * eps * |terms| ~ 1e-5 relative; 1e-4 / 1e-5 leaves a margin,
+# while a wrong index or factor is off by O(1).
+RTOL_F32, ATOL_F32 = 1e-4, 1e-5
+# float64: the same reordering at eps = 2.2e-16.
+RTOL_F64, ATOL_F64 = 1e-10, 1e-12
+# A few training steps: the first loss is a forward pass from equal weights (RTOL_F32). Later losses are
+# chaotic in the last bits: a max-pool window whose two best values differ by less than the rounding
+# noise, or an activation that close to the ReLU kink, sends a whole gradient term elsewhere, and Adam
+# turns a tiny gradient of either sign into an lr-sized step. Measured on the CPU by perturbing the
+# input images by 1e-6 relative (more than float32 reordering does): eip4 with Adam(lr=1e-3, eps=1e-3),
+# 8 trials, losses of steps 2-4 within 1e-3 relative, batch-norm running statistics within 1e-4
+# absolute; the small models of the optimizer test within 1e-3 relative. TRAIN_RTOL leaves a margin;
+# a real bug (wrong gradient, wrong update) moves the loss by far more.
+TRAIN_RTOL = 5e-3
+TRAIN_BUFFER_ATOL = 1e-3
+
+GPU_SETTINGS = settings(max_examples=15, deadline=None)
+HOST_SETTINGS = settings(max_examples=30, deadline=None)
+
+
+def contract_names():
+    """The functions kernels/cpu.py exports: the contract every backend implements."""
+    return sorted(n for n, f in vars(cpu).items() if not n.startswith("_") and inspect.isfunction(f))
+
+
+# =========================================================================================================
+# 1. Without a GPU
+# =========================================================================================================
+@pytest.mark.skipif(GPU_REASON is None, reason="a GPU works on this machine: the no-GPU error cannot be seen here")
+def test_asking_for_the_gpu_without_one_raises_a_clear_error():
+    for ask in (lambda: Tensor([1.0, 2.0]).to("gpu"), lambda: nn.Linear(2, 3).to("gpu"),
+                lambda: importlib.import_module("minicnn.kernels.gpu")):
+        with pytest.raises(RuntimeError) as info:
+            ask()
+        message = str(info.value)
+        if backend.cupy_module() is None:
+            assert "CuPy is not installed" in message, message
+            assert ".[gpu]" in message and "gpu extra" in message, message
+        else:
+            assert "CUDA device" in message, message
+
+
+def load_gpu_module(fake_cupy, name="minicnn.kernels._gpu_with_fake_cupy"):
+    """Execute kernels/gpu.py with `fake_cupy` standing in for CuPy (minicnn.backend.require_gpu patched)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(KERNELS_DIR, "gpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    real = backend.require_gpu
+    backend.require_gpu = lambda: fake_cupy
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        backend.require_gpu = real
+    return module
+
+
+class _NoCupyGenerator:
+    """Stands in for cupy.random.Generator on the host: nothing is an instance of it."""
+
+
+def host_cupy(raw_module):
+    """NumPy dressed as the part of CuPy that gpu.py uses, with `raw_module` in place of cupy.RawModule."""
+    return types.SimpleNamespace(ndarray=np.ndarray, ascontiguousarray=np.ascontiguousarray, empty=np.empty,
+                                 empty_like=np.empty_like, asarray=np.asarray,
+                                 random=types.SimpleNamespace(Generator=_NoCupyGenerator), RawModule=raw_module)
+
+
+def test_gpu_backend_has_the_cpu_contract():
+    """Same names, same parameters, same defaults: the engine calls kernels_for(x).NAME(...) on either backend."""
+    host = load_gpu_module(host_cupy(raw_module=None))
+    for name in contract_names():
+        assert hasattr(host, name), f"kernels/gpu.py lacks {name}"
+        assert inspect.signature(getattr(host, name)) == inspect.signature(getattr(cpu, name)), name
+    for module in host.KERNELS:  # every .cu file gpu.py names is there, and it is self-contained
+        source = host.cuda_source(module)
+        assert not re.search(r"^\s*#\s*include", source, re.M), f"kernels/{module}.cu must not #include anything (NVRTC == nvcc text)"
+        assert source.isascii(), f"kernels/{module}.cu must be plain ASCII"
+
+
+# ---- host emulation of the CUDA kernels ---------------------------------------------------------------
+HOST_SHIM = r"""
+#include <cmath>
+#include <cstring>
+#define __global__
+#define __device__
+struct minicnn_dim3 { unsigned int x, y, z; };
+static minicnn_dim3 blockIdx, threadIdx, blockDim, gridDim;
+static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
+static inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, sizeof d); return d; }
+extern "C" void minicnn_set_thread(unsigned int block, unsigned int thread, unsigned int blocks, unsigned int threads)
+{
+    blockIdx.x = block; threadIdx.x = thread; gridDim.x = blocks; blockDim.x = threads;
+    blockIdx.y = blockIdx.z = threadIdx.y = threadIdx.z = 0;
+    gridDim.y = gridDim.z = blockDim.y = blockDim.z = 1;
+}
+#include "kernel.cu"
+"""
+CXX = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")
+needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++, c++ or clang++) to emulate the CUDA kernels")
+
+_C_SCALARS = {"int": np.int32, "long long": np.int64, "float": np.float32, "double": np.float64}
+_C_POINTEES = {"float": np.float32, "double": np.float64, "int": np.int32}
+_CTYPES = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float32: ctypes.c_float, np.float64: ctypes.c_double}
+
+
+def _parse_parameter(text):
+    """'const float* x' -> ('ptr', float32); 'long long n' -> ('val', int64)."""
+    text = " ".join(text.replace("*", " * ").replace("__restrict__", " ").split())
+    words = [w for w in text.split() if w != "const"]
+    if "*" in words:
+        return "ptr", _C_POINTEES[" ".join(words[:words.index("*")])]
+    return "val", _C_SCALARS[" ".join(words[:-1])]
+
+
+class HostModule:
+    """cupy.RawModule for the host: compiles the .cu text with the C++ compiler; kernels run one thread at a time."""
+
+    _cache = {}
+
+    def __init__(self, code, options=()):
+        assert "--fmad=false" in options, "gpu.py must compile without FMA contraction, as the host does"
+        key = hashlib.sha256(code.encode()).hexdigest()[:16]
+        if key not in HostModule._cache:
+            HostModule._cache[key] = self._build(code, key)
+        self.lib, self.signatures = HostModule._cache[key]
+
+    @staticmethod
+    def _build(code, key):
+        folder = os.path.join(HostModule.build_root, key)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "kernel.cu"), "w") as f:
+            f.write(code)
+        with open(os.path.join(folder, "shim.cpp"), "w") as f:
+            f.write(HOST_SHIM)
+        expanded = subprocess.run([CXX, "-E", "-P", "-std=c++11", "shim.cpp"], cwd=folder, check=True,
+                                  capture_output=True, text=True).stdout
+        signatures = {}
+        for name, params in re.findall(r'extern\s+"C"\s+void\s+(\w+)\s*\(([^)]*)\)', expanded):
+            if name != "minicnn_set_thread":
+                signatures[name] = [_parse_parameter(p) for p in params.split(",") if p.strip()]
+        subprocess.run([CXX, "-std=c++11", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-o", "kernel.so",
+                        "shim.cpp"], cwd=folder, check=True, capture_output=True, text=True)
+        return ctypes.CDLL(os.path.join(folder, "kernel.so")), signatures
+
+    def get_function(self, name):
+        assert name in self.signatures, f"no extern \"C\" kernel {name} in this .cu file"
+        return HostKernel(self.lib, name, self.signatures[name])
+
+
+class HostKernel:
+    launches = []  # (kernel name, grid, block) of every launch, for the tests to look at
+
+    def __init__(self, lib, name, signature):
+        self.lib, self.name, self.signature = lib, name, signature
+
+    def __call__(self, grid, block, args):
+        assert len(args) == len(self.signature), f"{self.name}: {len(args)} arguments for {len(self.signature)} parameters"
+        c_args = []
+        for i, (arg, (kind, ctype)) in enumerate(zip(args, self.signature)):
+            if kind == "ptr":
+                assert isinstance(arg, np.ndarray) and arg.dtype == ctype and arg.flags.c_contiguous, \
+                    f"{self.name}: argument {i} must be a contiguous {np.dtype(ctype)} array, got {type(arg)} {arg.dtype}"
+                c_args.append(ctypes.c_void_p(arg.ctypes.data))
+            else:
+                assert type(arg) is ctype, (f"{self.name}: argument {i} is {type(arg).__name__}, but the kernel "
+                                            f"parameter is {np.dtype(ctype)}: pass np.{np.dtype(ctype)}(...)")
+                c_args.append(_CTYPES[ctype](arg.item()))
+        (blocks,), (threads,) = grid, block
+        HostKernel.launches.append((self.name, blocks, threads))
+        for b in range(blocks):
+            for t in range(threads):
+                self.lib.minicnn_set_thread(b, t, blocks, threads)
+                getattr(self.lib, self.name)(*c_args)
+
+
+@pytest.fixture(scope="module")
+def host_gpu(tmp_path_factory):
+    """kernels/gpu.py running the .cu kernels on the host, with 3-thread blocks and at most 2 blocks per launch."""
+    HostModule.build_root = str(tmp_path_factory.mktemp("cuda_on_host"))
+    module = load_gpu_module(host_cupy(HostModule), name="minicnn.kernels._gpu_on_host")
+    module.THREADS, module.MAX_BLOCKS = 3, 2  # so every grid-stride loop wraps around many times
+    return module
+
+
+@st.composite
+def unfold_cases(draw):
+    """(N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, seed) with the dilated kernel fitting the padded input."""
+    N, C = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    H, W = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    KH, KW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    PH, PW = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    DH, DW = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    assume(DH * (KH - 1) + 1 <= H + 2 * PH and DW * (KW - 1) + 1 <= W + 2 * PW)
+    return N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, draw(st.integers(0, 2 ** 31 - 1))
+
+
+@st.composite
+def pool_cases(draw):
+    """(N, C, H, W, KH, KW, SH, SW, PH, PW, seed): padding at most half the window, window inside the padded input."""
+    KH, KW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    PH, PW = draw(st.integers(0, KH // 2)), draw(st.integers(0, KW // 2))
+    H, W = draw(st.integers(max(1, KH - 2 * PH), 7)), draw(st.integers(max(1, KW - 2 * PW), 7))
+    N, C = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return N, C, H, W, KH, KW, SH, SW, PH, PW, draw(st.integers(0, 2 ** 31 - 1))
+
+
+@needs_cxx
+@HOST_SETTINGS
+@given(unfold_cases(), st.sampled_from([np.float32, np.float64]))
+def test_host_emulated_im2col_and_col2im_equal_numba_bit_for_bit(host_gpu, case, dtype):
+    N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    col = host_gpu.im2col(x, KH, KW, SH, SW, PH, PW, DH, DW)
+    assert col.dtype == dtype
+    np.testing.assert_array_equal(col, cpu.im2col(x, KH, KW, SH, SW, PH, PW, DH, DW))
+    gcol = rng.standard_normal(col.shape).astype(dtype)
+    dx = host_gpu.col2im(gcol, H, W, SH, SW, PH, PW, DH, DW)
+    assert dx.shape == x.shape and dx.dtype == dtype
+    np.testing.assert_array_equal(dx, cpu.col2im(gcol, H, W, SH, SW, PH, PW, DH, DW))
+
+
+@needs_cxx
+@HOST_SETTINGS
+@given(pool_cases(), st.sampled_from([np.float32, np.float64]), st.booleans())
+def test_host_emulated_pooling_equals_numba_bit_for_bit(host_gpu, case, dtype, ties):
+    N, C, H, W, KH, KW, SH, SW, PH, PW, seed = case
+    rng = np.random.default_rng(seed)
+    # small integers: many equal values, so the tie rule (first maximum in row-major order) is exercised
+    x = (rng.integers(-2, 3, (N, C, H, W)) if ties else rng.standard_normal((N, C, H, W))).astype(dtype)
+    y, argmax = host_gpu.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
+    y_cpu, argmax_cpu = cpu.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
+    np.testing.assert_array_equal(y, y_cpu)
+    np.testing.assert_array_equal(argmax, argmax_cpu)
+    assert argmax.dtype == np.int32 and argmax.window == (KH, KW, SH, SW, PH, PW)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx_cpu = cpu.max_pool2d_backward(gy, argmax_cpu, H, W)
+    np.testing.assert_array_equal(host_gpu.max_pool2d_backward(gy, argmax, H, W), gx_cpu)      # window gather
+    np.testing.assert_array_equal(host_gpu.max_pool2d_backward(gy, argmax_cpu, H, W), gx_cpu)  # plane scan
+    np.testing.assert_array_equal(host_gpu.avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW),
+                                  cpu.avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW))
+    np.testing.assert_array_equal(host_gpu.avg_pool2d_backward(gy, H, W, KH, KW, SH, SW, PH, PW),
+                                  cpu.avg_pool2d_backward(gy, H, W, KH, KW, SH, SW, PH, PW))
+
+
+@needs_cxx
+@HOST_SETTINGS
+@given(st.integers(1, 3), st.integers(1, 2), st.integers(1, 6), st.integers(1, 6), st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_affine_warp_equals_numba_bit_for_bit(host_gpu, N, C, H, W, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    theta = (np.tile(np.eye(2, 3), (N, 1, 1)) + rng.normal(0, 0.3, (N, 2, 3)) * [1, 1, 3]).astype(np.float32)
+    np.testing.assert_array_equal(host_gpu.affine_warp(x, theta), cpu.affine_warp(x, theta))
+
+
+@needs_cxx
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.7, 0.9])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_host_emulated_dropout_mask_equals_the_cpu_mask_for_the_same_generator(host_gpu, p, dtype):
+    shape = (3, 5, 7)
+    mask = host_gpu.dropout_mask(shape, p, np.random.default_rng(42), dtype)
+    expected = cpu.dropout_mask(shape, p, np.random.default_rng(42), dtype)
+    assert mask.dtype == expected.dtype and mask.shape == expected.shape
+    np.testing.assert_array_equal(mask, expected)
+
+
+@needs_cxx
+def test_host_emulated_dropout_threshold_is_the_one_numpy_uses(host_gpu):
+    """u == float32(p) exactly: NumPy compares in float32 (keep), a double comparison with p = 0.7 would drop it."""
+    p = 0.7
+    u = np.full(4, np.float32(p), dtype=np.float32)  # right at the threshold
+    mask = host_gpu.dropout_mask((4,), p, _GeneratorReturning(u), np.float32)
+    np.testing.assert_array_equal(mask, cpu.dropout_mask((4,), p, _GeneratorReturning(u), np.float32))
+    assert (mask > 0).all()
+
+
+class _GeneratorReturning(np.random.Generator):
+    """A NumPy Generator whose random() returns fixed numbers (to put values exactly on the threshold)."""
+
+    def __init__(self, values):
+        super().__init__(np.random.PCG64(0))
+        self.values = values
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        return np.asarray(self.values, dtype=dtype).reshape(size)
+
+
+@needs_cxx
+@HOST_SETTINGS
+@given(st.integers(1, 50), st.booleans(), st.sampled_from([0.0, 0.01]), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_adam_equals_numba_bit_for_bit(host_gpu, n, decoupled, wd, dtype, seed):
+    rng = np.random.default_rng(seed)
+    host = [rng.standard_normal(n).astype(dtype), None, np.zeros(n, dtype), np.zeros(n, dtype)]
+    ref = [a.copy() if a is not None else None for a in host]
+    for step in range(1, 4):
+        g = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 1, n)).astype(dtype)  # tiny and large gradients
+        host[1], ref[1] = g, g.copy()
+        host_gpu.adam_update(*host, 0.003, 0.9, 0.999, 1e-7, step, wd, decoupled)
+        cpu.adam_update(*ref, 0.003, 0.9, 0.999, 1e-7, step, wd, decoupled)
+        for a, b in zip(host, ref):
+            np.testing.assert_array_equal(a, b)
+
+
+@needs_cxx
+@HOST_SETTINGS
+@given(st.integers(1, 50), st.sampled_from([(0.0, False), (0.9, False), (0.9, True)]), st.sampled_from([0.0, 1e-4]),
+       st.sampled_from([np.float32, np.float64]), st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_sgd_equals_numba_bit_for_bit(host_gpu, n, momentum, wd, dtype, seed):
+    mu, nesterov = momentum
+    rng = np.random.default_rng(seed)
+    p, buf = rng.standard_normal(n).astype(dtype), np.zeros(n, dtype)
+    p_ref, buf_ref = p.copy(), buf.copy()
+    for _ in range(3):
+        g = rng.standard_normal(n).astype(dtype)
+        host_gpu.sgd_update(p, g, buf, 0.01, mu, wd, nesterov)
+        cpu.sgd_update(p_ref, g.copy(), buf_ref, 0.01, mu, wd, nesterov)
+        np.testing.assert_array_equal(p, p_ref)
+        np.testing.assert_array_equal(buf, buf_ref)
+
+
+@needs_cxx
+def test_host_emulated_launches_are_sized_by_the_grid_stride_rule(host_gpu):
+    HostKernel.launches.clear()
+    host_gpu.im2col(np.zeros((2, 3, 5, 5), np.float32), 3, 3)   # col has 3*3*3*2*3*3 = 486 entries
+    host_gpu.col2im(np.zeros((3, 3, 3, 2, 3, 3), np.float32), 5, 5)  # dx has 2*3*5*5 = 150 entries
+    assert HostKernel.launches == [("im2col_f32", 2, 3), ("col2im_f32", 2, 3)]
+
+
+@needs_cxx
+def test_host_emulated_wrappers_check_their_inputs(host_gpu):
+    with pytest.raises(TypeError, match="float16"):
+        host_gpu.im2col(np.zeros((1, 1, 3, 3), np.float16), 2, 2)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        host_gpu.max_pool2d_forward(np.zeros((3, 3), np.float32), 2, 2, 2, 2)
+    with pytest.raises(ValueError, match="SH must be a positive int, got 0"):
+        host_gpu.im2col(np.zeros((1, 1, 3, 3), np.float32), 2, 2, 0, 1)
+    with pytest.raises(ValueError, match="m .*does not match"):
+        host_gpu.adam_update(np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(3, np.float32),
+                             np.zeros(4, np.float32), 0.1, 0.9, 0.999, 1e-8, 1)
+    with pytest.raises(ValueError, match="1-D C-contiguous"):
+        host_gpu.sgd_update(np.zeros((4, 2), np.float32)[:, 0], np.zeros(4, np.float32), np.zeros(4, np.float32), 0.1)
+    with pytest.raises(TypeError, match="float32 CuPy array"):
+        host_gpu.affine_warp(np.zeros((1, 1, 2, 2), np.float64), np.zeros((1, 2, 3)))
+    with pytest.raises(TypeError, match="generator"):
+        host_gpu.dropout_mask((2, 2), 0.5, object())
+    # a non-contiguous input is copied, as the CPU backend does
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32).transpose(0, 1, 3, 2)
+    np.testing.assert_array_equal(host_gpu.im2col(x, 2, 2), cpu.im2col(x, 2, 2))
+
+
+# =========================================================================================================
+# 2. On a GPU
+# =========================================================================================================
+def gpu_test(f):
+    """The `gpu` marker, and a skip with the reason when CuPy or a CUDA device is missing."""
+    return gpu(needs_gpu(f))
+
+
+def kgpu():
+    from minicnn.kernels import gpu as kernels_gpu
+    return kernels_gpu
+
+
+def to_gpu(a):
+    return cp.asarray(a)
+
+
+def host(a):
+    return cp.asnumpy(a) if cp is not None and isinstance(a, cp.ndarray) else np.asarray(a)
+
+
+def assert_close(gpu_value, cpu_value, rtol, atol, what=""):
+    g, c = host(gpu_value), host(cpu_value)
+    assert g.shape == c.shape, f"{what}: shapes {g.shape} (gpu) and {c.shape} (cpu)"
+    assert g.dtype == c.dtype, f"{what}: dtypes {g.dtype} (gpu) and {c.dtype} (cpu)"
+    np.testing.assert_allclose(g, c, rtol=rtol, atol=atol, err_msg=what)
+
+
+def tols(dtype, kernel=False):
+    if np.dtype(dtype) == np.float64:
+        return RTOL_F64, ATOL_F64
+    return (KERNEL_RTOL_F32, KERNEL_ATOL_F32) if kernel else (RTOL_F32, ATOL_F32)
+
+
+@gpu_test
+def test_every_cuda_kernel_compiles_with_nvrtc_and_is_loaded_once():
+    g = kgpu()
+    names = g.compile_all()
+    assert "col2im_f32" in names and "adam_update_f64" in names and "affine_warp_f32" in names
+    modules = dict(g._MODULES)
+    g.compile_all()
+    assert all(g._MODULES[k] is m for k, m in modules.items()), "a RawModule was rebuilt"
+    assert set(modules) == set(g.KERNELS)
+
+
+@gpu_test
+@GPU_SETTINGS
+@given(unfold_cases(), st.sampled_from([np.float32, np.float64]))
+def test_gpu_im2col_col2im_match_the_cpu(case, dtype):
+    N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    g = kgpu()
+    col = g.im2col(to_gpu(x), KH, KW, SH, SW, PH, PW, DH, DW)
+    assert isinstance(col, cp.ndarray)
+    assert_close(col, cpu.im2col(x, KH, KW, SH, SW, PH, PW, DH, DW), 0, 0, "im2col (pure copies: exact)")
+    gcol = rng.standard_normal(col.shape).astype(dtype)
+    assert_close(g.col2im(to_gpu(gcol), H, W, SH, SW, PH, PW, DH, DW),
+                 cpu.col2im(gcol, H, W, SH, SW, PH, PW, DH, DW), *tols(dtype, kernel=True), what="col2im")
+
+
+@gpu_test
+def test_gpu_col2im_is_bit_for_bit_repeatable():
+    """A gather (one thread per pixel, fixed order), not atomicAdd: the same bits on every run."""
+    g = kgpu()
+    rng = np.random.default_rng(0)
+    # 3x3 stride 1 with padding and dilation: every pixel sums up to 9 overlapping terms
+    gcol = to_gpu(rng.standard_normal((16, 3, 3, 32, 28, 28)).astype(np.float32))
+    first = g.col2im(gcol, 28, 28, 1, 1, 2, 2, 2, 2)
+    for _ in range(5):
+        assert bool(cp.array_equal(g.col2im(gcol, 28, 28, 1, 1, 2, 2, 2, 2), first))
+
+
+@gpu_test
+@GPU_SETTINGS
+@given(pool_cases(), st.sampled_from([np.float32, np.float64]), st.booleans())
+def test_gpu_pooling_kernels_match_the_cpu(case, dtype, ties):
+    N, C, H, W, KH, KW, SH, SW, PH, PW, seed = case
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-2, 3, (N, C, H, W)) if ties else rng.standard_normal((N, C, H, W))).astype(dtype)
+    g = kgpu()
+    y, argmax = g.max_pool2d_forward(to_gpu(x), KH, KW, SH, SW, PH, PW)
+    y_cpu, argmax_cpu = cpu.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
+    assert_close(y, y_cpu, 0, 0, "max pool y")
+    assert_close(argmax, argmax_cpu, 0, 0, "max pool argmax (same tie rule)")
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gx_cpu = cpu.max_pool2d_backward(gy, argmax_cpu, H, W)
+    r, a = tols(dtype, kernel=True)
+    assert_close(g.max_pool2d_backward(to_gpu(gy), argmax, H, W), gx_cpu, r, a, "max pool backward (window gather)")
+    assert_close(g.max_pool2d_backward(to_gpu(gy), to_gpu(argmax_cpu), H, W), gx_cpu, r, a,
+                 "max pool backward (plane scan, argmax without geometry)")
+    assert_close(g.avg_pool2d_forward(to_gpu(x), KH, KW, SH, SW, PH, PW),
+                 cpu.avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW), r, a, "avg pool forward")
+    assert_close(g.avg_pool2d_backward(to_gpu(gy), H, W, KH, KW, SH, SW, PH, PW),
+                 cpu.avg_pool2d_backward(gy, H, W, KH, KW, SH, SW, PH, PW), r, a, "avg pool backward")
+
+
+@gpu_test
+def test_gpu_affine_warp_matches_the_cpu():
+    rng = np.random.default_rng(1)
+    x = rng.random((8, 2, 28, 28), dtype=np.float32)
+    theta = (np.tile(np.eye(2, 3), (8, 1, 1)) + rng.normal(0, 0.2, (8, 2, 3)) * [1, 1, 4]).astype(np.float32)
+    assert_close(kgpu().affine_warp(to_gpu(x), to_gpu(theta)), cpu.affine_warp(x, theta),
+                 KERNEL_RTOL_F32, KERNEL_ATOL_F32, "affine warp")
+    assert_close(kgpu().affine_warp(to_gpu(x), theta), cpu.affine_warp(x, theta),  # theta may stay on the host
+                 KERNEL_RTOL_F32, KERNEL_ATOL_F32, "affine warp, host theta")
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_dropout_mask_from_a_numpy_generator_equals_the_cpu_mask(dtype):
+    mask = kgpu().dropout_mask((64, 16, 5, 5), 0.3, np.random.default_rng(5), dtype)
+    assert isinstance(mask, cp.ndarray)
+    assert_close(mask, cpu.dropout_mask((64, 16, 5, 5), 0.3, np.random.default_rng(5), dtype), 0, 0, "mask")
+
+
+@gpu_test
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_gpu_dropout_mask_statistics(p):
+    """Drawn on the device: a fraction p of zeros (within 5 standard deviations), the rest exactly 1/(1-p)."""
+    n = 1_000_000
+    mask = host(kgpu().dropout_mask((n,), p, cp.random.default_rng(0), np.float32))
+    dropped = np.count_nonzero(mask == 0) / n
+    assert abs(dropped - p) < 5 * np.sqrt(p * (1 - p) / n)
+    assert set(np.unique(mask)) == {np.float32(0), np.float32(1 / (1 - p))}
+    assert abs(mask.mean() - 1.0) < 5 * np.sqrt(p / (1 - p) / n)
+
+
+@gpu_test
+def test_gpu_default_dropout_generator_follows_manual_seed():
+    x = Tensor(cp.ones((4, 100), np.float32))
+    minicnn.manual_seed(11)
+    a = host(F.dropout(x, 0.5).data)
+    minicnn.manual_seed(11)
+    b = host(F.dropout(x, 0.5).data)
+    np.testing.assert_array_equal(a, b)
+    assert 0 < np.count_nonzero(a) < a.size
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd", "sgd_momentum", "sgd_nesterov"])
+def test_gpu_optimizer_kernels_match_the_cpu(kind, dtype):
+    rng = np.random.default_rng(3)
+    n = 10_007
+    p = rng.standard_normal(n).astype(dtype)
+    state_cpu = [p.copy(), np.zeros(n, dtype), np.zeros(n, dtype)]
+    state_gpu = [to_gpu(a) for a in state_cpu]
+    g = kgpu()
+    for step in range(1, 6):
+        grad = (rng.standard_normal(n) * 10.0 ** rng.integers(-6, 1, n)).astype(dtype)
+        if kind.startswith("adam"):
+            args = (0.003, 0.9, 0.999, 1e-7, step, 0.01, kind == "adamw")
+            cpu.adam_update(state_cpu[0], grad, state_cpu[1], state_cpu[2], *args)
+            g.adam_update(state_gpu[0], to_gpu(grad), state_gpu[1], state_gpu[2], *args)
+        else:
+            args = (0.01, 0.0 if kind == "sgd" else 0.9, 1e-4, kind == "sgd_nesterov")
+            cpu.sgd_update(state_cpu[0], grad, state_cpu[1], *args)
+            g.sgd_update(state_gpu[0], to_gpu(grad), state_gpu[1], *args)
+        for name, a, b in zip(("p", "m/buf", "v"), state_gpu, state_cpu):
+            assert_close(a, b, *tols(dtype, kernel=True), what=f"{kind} step {step} {name}")
+
+
+# ---- ops forward and backward --------------------------------------------------------------------------
+def both_devices(fn, arrays, seed=0, wrt=None):
+    """Run fn(*tensors) on the CPU and on the GPU from the same arrays; backward with the same random gy.
+
+    Returns ((out_cpu, grads_cpu), (out_gpu, grads_gpu)) as NumPy arrays."""
+    wrt = range(len(arrays)) if wrt is None else wrt
+    results = []
+    for device in ("cpu", "gpu"):
+        tensors = [Tensor(a if device == "cpu" else to_gpu(a), requires_grad=i in wrt) for i, a in enumerate(arrays)]
+        out = fn(*tensors)
+        assert out.device == device
+        gy = np.asarray(np.random.default_rng(seed).standard_normal(out.shape), dtype=out.dtype)
+        out.backward(gy if device == "cpu" else to_gpu(gy))
+        results.append((host(out.data), [host(t.grad) if t.requires_grad else None for t in tensors]))
+    return results
+
+
+def assert_same_on_both(fn, arrays, dtype, what, wrt=None, kernel=False):
+    (out_c, grads_c), (out_g, grads_g) = both_devices(fn, arrays, wrt=wrt)
+    rtol, atol = tols(dtype, kernel)
+    assert_close(out_g, out_c, rtol, atol, f"{what}: forward")
+    for i, (a, b) in enumerate(zip(grads_g, grads_c)):
+        if b is not None:
+            assert_close(a, b, rtol, atol, f"{what}: gradient of input {i}")
+
+
+@st.composite
+def conv_cases(draw):
+    G = draw(st.integers(1, 3))
+    case = dict(N=draw(st.integers(1, 3)), G=G, C=G * draw(st.integers(1, 3)), OC=G * draw(st.integers(1, 3)),
+                H=draw(st.integers(1, 9)), W=draw(st.integers(1, 9)), KH=draw(st.integers(1, 3)),
+                KW=draw(st.integers(1, 3)), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+                padding=(draw(st.integers(0, 2)), draw(st.integers(0, 2))),
+                dilation=(draw(st.integers(1, 2)), draw(st.integers(1, 2))), bias=draw(st.booleans()),
+                seed=draw(st.integers(0, 2 ** 31 - 1)))
+    assume(case["dilation"][0] * (case["KH"] - 1) + 1 <= case["H"] + 2 * case["padding"][0])
+    assume(case["dilation"][1] * (case["KW"] - 1) + 1 <= case["W"] + 2 * case["padding"][1])
+    return case
+
+
+@gpu_test
+@GPU_SETTINGS
+@given(conv_cases(), st.sampled_from([np.float32, np.float64]))
+def test_gpu_conv2d_forward_and_backward_match_the_cpu(case, dtype):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["N"], case["C"], case["H"], case["W"])).astype(dtype)
+    w = rng.standard_normal((case["OC"], case["C"] // case["G"], case["KH"], case["KW"])).astype(dtype)
+    arrays = [x, w] + ([rng.standard_normal(case["OC"]).astype(dtype)] if case["bias"] else [])
+    hyper = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["G"])
+    assert_same_on_both(lambda *t: F.conv2d(*t, **hyper), arrays, dtype, f"conv2d {case}")
+
+
+@gpu_test
+def test_gpu_conv2d_pointwise_fast_path_matches_the_cpu():
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal((4, 6, 5, 5)).astype(np.float32), rng.standard_normal((4, 3, 1, 1)).astype(np.float32),
+              rng.standard_normal(4).astype(np.float32)]
+    assert_same_on_both(lambda x, w, b: F.conv2d(x, w, b, groups=2), arrays, np.float32, "1x1 conv2d")
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_pool_ops_match_the_cpu(dtype):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 4, 9, 8)).astype(dtype)
+    for name, fn in [("max_pool2d 2", lambda t: F.max_pool2d(t, 2)),
+                     ("max_pool2d 3/2 pad 1", lambda t: F.max_pool2d(t, 3, 2, 1)),
+                     ("avg_pool2d 3/1 pad 1", lambda t: F.avg_pool2d(t, 3, 1, 1)),
+                     ("avg_pool2d (2,3)", lambda t: F.avg_pool2d(t, (2, 3))),
+                     ("global_avg_pool2d", F.global_avg_pool2d)]:
+        assert_same_on_both(fn, [x], dtype, name)
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_batch_norm_matches_the_cpu_in_training_and_eval(dtype):
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((8, 5, 6, 6)) * 3 + 1).astype(dtype)
+    gamma, beta = rng.standard_normal(5).astype(dtype), rng.standard_normal(5).astype(dtype)
+    for training in (True, False):
+        rm, rv = np.full(5, 0.5, dtype), np.full(5, 2.0, dtype)
+        stats = {"cpu": (rm, rv), "gpu": (to_gpu(rm), to_gpu(rv))}  # updated in place by training passes
+
+        def fn(t, g, b, training=training, stats=stats):
+            return F.batch_norm(t, g, b, *stats[t.device], training=training, momentum=0.1, eps=1e-5)
+        assert_same_on_both(fn, [x, gamma, beta], dtype, f"batch_norm training={training}")
+        for a, b in zip(stats["gpu"], stats["cpu"]):
+            assert_close(a, b, *tols(dtype), what="running statistics")
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_activations_and_losses_match_the_cpu(dtype):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((16, 10)).astype(dtype) * 4
+    labels = rng.integers(0, 10, 16)
+    for name, fn in [("relu", F.relu), ("sigmoid", F.sigmoid), ("tanh", F.tanh), ("log_softmax", F.log_softmax),
+                     ("softmax", F.softmax), ("exp", F.exp)]:
+        assert_same_on_both(fn, [x], dtype, name)
+    for reduction in ("mean", "sum", "none"):
+        def loss(t, r=reduction):
+            return F.cross_entropy(t, labels if t.device == "cpu" else to_gpu(labels), reduction=r)
+        assert_same_on_both(loss, [x], dtype, f"cross_entropy {reduction}")
+    def nll(t):
+        return F.nll_loss(F.log_softmax(t), labels if t.device == "cpu" else to_gpu(labels))
+    assert_same_on_both(nll, [x], dtype, "nll_loss")
+    y = rng.standard_normal((10, 7)).astype(dtype)
+    assert_same_on_both(lambda a, b: F.relu(a @ b).sum(axis=1).mean(), [x, y], dtype, "matmul, sum, mean")
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_dropout_op_with_a_seeded_numpy_generator_matches_the_cpu(dtype):
+    x = np.random.default_rng(8).standard_normal((4, 3, 5, 5)).astype(dtype)
+    assert_same_on_both(lambda t: F.dropout(t, 0.25, generator=np.random.default_rng(1)), [x], dtype, "dropout",
+                        kernel=True)
+
+
+# ---- layers --------------------------------------------------------------------------------------------
+LAYERS = {
+    "Conv2d 3x3 s2 p1": (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 9, 9)),
+    "Conv2d dilated grouped": (lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2), (2, 4, 7, 8)),
+    "Conv2d 1x1": (lambda: nn.Conv2d(3, 5, 1), (2, 3, 6, 6)),
+    "Conv2d no bias": (lambda: nn.Conv2d(2, 3, (2, 3), bias=False), (3, 2, 5, 6)),
+    "Linear": (lambda: nn.Linear(12, 7), (5, 12)),
+    "BatchNorm2d": (lambda: nn.BatchNorm2d(3, momentum=0.01, eps=1e-3), (4, 3, 5, 5)),
+    "BatchNorm2d eval": (lambda: nn.BatchNorm2d(3).eval(), (4, 3, 5, 5)),
+    "ReLU": (lambda: nn.ReLU(), (2, 3, 4, 4)),
+    "MaxPool2d": (lambda: nn.MaxPool2d(2), (2, 3, 8, 8)),
+    "MaxPool2d 3/2 pad 1": (lambda: nn.MaxPool2d(3, 2, 1), (2, 3, 9, 9)),
+    "AvgPool2d": (lambda: nn.AvgPool2d(2), (2, 3, 8, 8)),
+    "GlobalAvgPool2d": (lambda: nn.GlobalAvgPool2d(), (2, 3, 5, 5)),
+    "Dropout seeded": (lambda: nn.Dropout(0.3, seed=3), (4, 3, 5, 5)),
+    "Dropout eval": (lambda: nn.Dropout(0.3).eval(), (4, 3, 5, 5)),
+    "Flatten": (lambda: nn.Flatten(), (2, 3, 4, 4)),
+}
+
+
+@gpu_test
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_gpu_layer_forward_and_backward_match_the_cpu(name):
+    make, shape = LAYERS[name]
+    minicnn.manual_seed(0)
+    layer_cpu = make()
+    layer_gpu = copy.deepcopy(layer_cpu).to("gpu")
+    assert all(p.device == "gpu" for p in layer_gpu.parameters())
+    x = np.random.default_rng(9).standard_normal(shape).astype(np.float32)
+    results = {}
+    for device, layer in (("cpu", layer_cpu), ("gpu", layer_gpu)):
+        xt = Tensor(x if device == "cpu" else to_gpu(x), requires_grad=True)
+        out = layer(xt)
+        assert out.device == device
+        gy = np.random.default_rng(10).standard_normal(out.shape).astype(np.float32)
+        out.backward(gy if device == "cpu" else to_gpu(gy))
+        results[device] = (out.data, xt.grad, [(n, p.grad) for n, p in layer.named_parameters()],
+                           [(n, b.data) for n, b in layer.named_buffers()])
+    (oc, gc, pc, bc), (og, gg, pg, bg) = results["cpu"], results["gpu"]
+    assert_close(og, oc, RTOL_F32, ATOL_F32, f"{name}: forward")
+    assert_close(gg, gc, RTOL_F32, ATOL_F32, f"{name}: input gradient")
+    for (n, a), (_, b) in zip(pg, pc):
+        assert_close(a, b, RTOL_F32, ATOL_F32, f"{name}: gradient of {n}")
+    for (n, a), (_, b) in zip(bg, bc):
+        assert_close(a, b, RTOL_F32, ATOL_F32, f"{name}: buffer {n}")
+
+
+@gpu_test
+@pytest.mark.parametrize("kind", ["Adam", "AdamW", "SGD"])
+def test_gpu_optimizer_classes_match_the_cpu(kind):
+    from minicnn import optim
+    minicnn.manual_seed(1)
+    model_cpu = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    model_gpu = copy.deepcopy(model_cpu).to("gpu")
+    make = {"Adam": lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-3), "AdamW": lambda ps: optim.AdamW(ps, lr=0.01),
+            "SGD": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)}[kind]
+    opts = {"cpu": make(model_cpu.parameters()), "gpu": make(model_gpu.parameters())}
+    rng = np.random.default_rng(12)
+    for _ in range(3):
+        x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+        y = rng.integers(0, 3, 5)
+        for device, model in (("cpu", model_cpu), ("gpu", model_gpu)):
+            loss = F.cross_entropy(model(Tensor(x if device == "cpu" else to_gpu(x))),
+                                   y if device == "cpu" else to_gpu(y))
+            opts[device].zero_grad()
+            loss.backward()
+            opts[device].step()
+    for (n, a), (_, b) in zip(model_gpu.named_parameters(), model_cpu.named_parameters()):
+        assert_close(a.data, b.data, TRAIN_RTOL, 1e-5, f"{kind}: {n} after 3 steps")
+
+
+@gpu_test
+def test_gpu_eip4_training_steps_give_the_cpu_losses():
+    """Same weights, same batches, dropout p=0 (so the two devices' generators do not matter), Adam."""
+    from minicnn import optim
+    from minicnn.models import eip4
+    minicnn.manual_seed(0)
+    model_cpu = eip4(dropout=0.0)
+    model_gpu = copy.deepcopy(model_cpu).to("gpu")
+    opts = {"cpu": optim.Adam(model_cpu.parameters(), lr=1e-3, eps=1e-3),
+            "gpu": optim.Adam(model_gpu.parameters(), lr=1e-3, eps=1e-3)}
+    rng = np.random.default_rng(13)
+    losses = {"cpu": [], "gpu": []}
+    for _ in range(4):
+        x = rng.random((32, 1, 28, 28), dtype=np.float32)
+        y = rng.integers(0, 10, 32)
+        for device, model in (("cpu", model_cpu), ("gpu", model_gpu)):
+            out = model(Tensor(x if device == "cpu" else to_gpu(x)))
+            loss = F.cross_entropy(out, y if device == "cpu" else to_gpu(y))
+            opts[device].zero_grad()
+            loss.backward()
+            opts[device].step()
+            losses[device].append(float(host(loss.data)))
+    np.testing.assert_allclose(losses["gpu"][0], losses["cpu"][0], rtol=RTOL_F32, err_msg="first loss")
+    np.testing.assert_allclose(losses["gpu"], losses["cpu"], rtol=TRAIN_RTOL, err_msg="losses of 4 steps")
+    for (n, a), (_, b) in zip(model_gpu.named_buffers(), model_cpu.named_buffers()):
+        assert_close(a.data, b.data, TRAIN_RTOL, TRAIN_BUFFER_ATOL, f"eip4 buffer {n}")
+
+
+# ---- devices -------------------------------------------------------------------------------------------
+@gpu_test
+def test_tensor_to_gpu_and_back_round_trips():
+    a = np.random.default_rng(14).standard_normal((3, 4)).astype(np.float32)
+    t = Tensor(a, requires_grad=True)
+    t.grad = np.ones_like(a)
+    g = t.to("gpu")
+    assert g.device == "gpu" and isinstance(g.data, cp.ndarray) and g.requires_grad and g.is_leaf
+    assert isinstance(g.grad, cp.ndarray)
+    assert g.to("gpu") is g and t.to("cpu") is t
+    back = g.to("cpu")
+    assert back.device == "cpu" and isinstance(back.data, np.ndarray)
+    np.testing.assert_array_equal(back.data, a)
+    np.testing.assert_array_equal(back.grad, np.ones_like(a))
+    np.testing.assert_array_equal(g.numpy(), a)
+    assert Tensor([1.0]).to("cuda").device == "gpu"
+
+
+@gpu_test
+def test_module_to_moves_parameters_and_buffers_in_place():
+    from minicnn.models import eip4
+    model = eip4()
+    params = model.parameters()
+    state = model.state_dict()
+    assert model.to("gpu") is model
+    assert [id(p) for p in model.parameters()] == [id(p) for p in params]
+    assert all(isinstance(p.data, cp.ndarray) for p in model.parameters())
+    assert all(isinstance(b.data, cp.ndarray) for _, b in model.named_buffers())
+    assert model.device == "gpu"
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, state[k])
+    model.to("cpu")
+    assert all(isinstance(p.data, np.ndarray) for p in model.parameters()) and model.device == "cpu"
+
+
+@gpu_test
+def test_an_op_on_tensors_of_two_devices_raises_naming_both():
+    a, b = Tensor(np.ones(3, np.float32)), Tensor(cp.ones(3, np.float32))
+    for op in (lambda: a + b, lambda: b * a, lambda: F.conv2d(Tensor(cp.ones((1, 1, 3, 3), np.float32)),
+                                                               Tensor(np.ones((1, 1, 2, 2), np.float32)))):
+        with pytest.raises(RuntimeError) as info:
+            op()
+        message = str(info.value)
+        assert "cpu" in message and "gpu" in message, message
+
+
+@gpu_test
+def test_gpu_kernel_wrappers_name_bad_inputs():
+    g = kgpu()
+    with pytest.raises(TypeError, match="CuPy array"):
+        g.im2col(np.zeros((1, 1, 3, 3), np.float32), 2, 2)
+    with pytest.raises(TypeError, match="float16"):
+        g.im2col(cp.zeros((1, 1, 3, 3), np.float16), 2, 2)
+    with pytest.raises(ValueError, match="1-D C-contiguous"):
+        g.adam_update(cp.zeros((4, 2), np.float32)[:, 0], cp.zeros(4, np.float32), cp.zeros(4, np.float32),
+                      cp.zeros(4, np.float32), 0.1, 0.9, 0.999, 1e-8, 1)

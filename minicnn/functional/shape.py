@@ -115,6 +115,7 @@ def flatten(x, start_dim=1):
 
 
 def getitem(x, key):
-    if hasattr(key, "data") and not isinstance(key, (slice, tuple)):
+    from ..tensor import Tensor
+    if isinstance(key, Tensor):  # not hasattr(key, "data"): a raw array's .data is a memoryview / device pointer
         key = key.data
     return GetItem(key)(x)

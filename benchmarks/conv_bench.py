@@ -1,0 +1,207 @@
+"""Forward and backward time of minicnn's conv2d on the MNIST model's layer shapes, against plain NumPy and PyTorch.
+
+    PYTHONPATH=. python benchmarks/conv_bench.py [--threads N] [--repeats R] [--warmup W] [--batch B]
+
+minicnn:  F.conv2d (Numba im2col/col2im + one BLAS GEMM per group; 1x1 stride-1 layers skip im2col).
+numpy:    the same GEMMs around kernels/im2col.py's plain NumPy im2col_numpy / col2im_numpy (no Numba, no fast path).
+torch:    torch.nn.functional.conv2d on the same thread count (only when PyTorch is installed).
+Every number is the median over R timed repeats after W untimed warm-up runs, float32; the ratios come from the
+same run (ratio > 1: minicnn is faster). Backward computes the gradients of the input, the weight and the bias.
+Threads: numba.set_num_threads and torch.set_num_threads get --threads; BLAS is limited with threadpoolctl when it
+is installed, otherwise an explicit --threads is passed to BLAS through OPENBLAS/OMP/MKL_NUM_THREADS (unless set).
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+LAYERS = [  # (name, C, H, W, OC, K): the convolutions of the MNIST example network, batch given by --batch
+    ("conv1 1->16 3x3 @28x28", 1, 28, 28, 16, 3),
+    ("conv2 16->16 3x3 @26x26", 16, 26, 26, 16, 3),
+    ("conv3 16->10 1x1 @24x24", 16, 24, 24, 10, 1),
+    ("conv4 10->16 3x3 @12x12", 10, 12, 12, 16, 3),
+]
+
+
+def parse_args():
+    default_threads = int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=default_threads,
+                   help=f"threads for Numba, BLAS and PyTorch (default: NUMBA_NUM_THREADS or cpu count = {default_threads})")
+    p.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (JIT compilation, caches)")
+    p.add_argument("--batch", type=int, default=128)
+    return p.parse_args()
+
+
+def _early_threads():
+    """--threads as parsed before NumPy loads (the BLAS thread count can only be set by environment before that)."""
+    for i, a in enumerate(sys.argv):
+        if a == "--threads" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return None
+
+
+try:
+    import threadpoolctl  # noqa: F401  (optional: limits BLAS threads after NumPy has loaded)
+except ImportError:
+    threadpoolctl = None
+    # Fallback: give BLAS --threads through the environment, unless the user already set these variables.
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+        if _early_threads() is not None:
+            os.environ.setdefault(_var, _early_threads())
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import minicnn  # noqa: E402
+import minicnn.functional as F  # noqa: E402
+from minicnn import Tensor  # noqa: E402
+from minicnn.kernels.im2col import col2im_numpy, im2col_numpy, out_size  # noqa: E402
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def median_time(fn, setup, repeats, warmup):
+    """Median seconds of fn(state) where state = setup() is prepared, untimed, before each call."""
+    times = []
+    for i in range(warmup + repeats):
+        state = setup()
+        t0 = time.perf_counter()
+        fn(state)
+        t1 = time.perf_counter()
+        if i >= warmup:
+            times.append(t1 - t0)
+    return statistics.median(times)
+
+
+# ---- the three implementations: each returns (forward timer, backward timer, output for a sanity check) ---------
+
+def bench_minicnn(x, w, b, gy, r, wu):
+    def fwd_setup():
+        return Tensor(x, requires_grad=True), Tensor(w, requires_grad=True), Tensor(b, requires_grad=True)
+
+    def fwd(s):
+        F.conv2d(*s)
+
+    def bwd_setup():
+        xt, wt, bt = fwd_setup()
+        return F.conv2d(xt, wt, bt), gy
+
+    def bwd(s):
+        s[0].backward(s[1])
+
+    y = F.conv2d(*fwd_setup()).data
+    return median_time(fwd, fwd_setup, r, wu), median_time(bwd, bwd_setup, r, wu), y
+
+
+def numpy_conv_forward(x, w, b):
+    N, C, H, W = x.shape
+    OC, _, KH, KW = w.shape
+    OH, OW = out_size(H, KH, 1, 0, 1), out_size(W, KW, 1, 0, 1)
+    col = im2col_numpy(x, KH, KW)
+    y = (w.reshape(OC, -1) @ col.reshape(C * KH * KW, -1)).reshape(OC, N, OH, OW).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(y + b.reshape(1, OC, 1, 1)), col
+
+
+def numpy_conv_backward(gy, col, w, H, W):
+    OC, C, KH, KW = w.shape
+    N, _, OH, OW = gy.shape
+    gy_mat = np.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(OC, -1)
+    gw = (gy_mat @ col.reshape(C * KH * KW, -1).T).reshape(w.shape)
+    gx = col2im_numpy((w.reshape(OC, -1).T @ gy_mat).reshape(C, KH, KW, N, OH, OW), H, W)
+    return gx, gw, gy.sum(axis=(0, 2, 3))
+
+
+def bench_numpy(x, w, b, gy, r, wu):
+    H, W = x.shape[2:]
+    fwd_t = median_time(lambda s: numpy_conv_forward(x, w, b), lambda: None, r, wu)
+    col = numpy_conv_forward(x, w, b)[1]
+    bwd_t = median_time(lambda s: numpy_conv_backward(gy, col, w, H, W), lambda: None, r, wu)
+    return fwd_t, bwd_t, numpy_conv_forward(x, w, b)[0]
+
+
+def bench_torch(x, w, b, gy, r, wu):
+    X, Wt, B, GY = (torch.from_numpy(a) for a in (x, w, b, gy))
+
+    def fwd_setup():
+        return X.clone().requires_grad_(), Wt.clone().requires_grad_(), B.clone().requires_grad_()
+
+    def fwd(s):
+        torch.nn.functional.conv2d(*s)
+
+    def bwd_setup():
+        return torch.nn.functional.conv2d(*fwd_setup())
+
+    def bwd(y):
+        y.backward(GY)
+
+    with torch.no_grad():
+        y = torch.nn.functional.conv2d(X, Wt, B).numpy()
+    return median_time(fwd, fwd_setup, r, wu), median_time(bwd, bwd_setup, r, wu), y
+
+
+def blas_threads():
+    """'N (library)' for each BLAS threadpoolctl sees, or a note when threadpoolctl is not installed."""
+    if threadpoolctl is None:
+        env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "library default"
+        return f"BLAS threads: {env} (from the environment; threadpoolctl not installed)"
+    info = [f"{d['internal_api']} {d['num_threads']}" for d in threadpoolctl.threadpool_info()
+            if d.get("user_api") == "blas"]
+    return "BLAS threads: " + (", ".join(info) or "no BLAS found")
+
+
+def main():
+    args = parse_args()
+    threads = args.threads
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        print(f"note: --threads {threads} > NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}; Numba uses "
+              f"{numba.config.NUMBA_NUM_THREADS} (set NUMBA_NUM_THREADS before starting to raise it)")
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    limiter = threadpoolctl.threadpool_limits(limits=threads) if threadpoolctl else None
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+    print(f"machine : {platform.machine()} {platform.processor() or '(processor unknown)'}, "
+          f"{os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}")
+    print(f"threads : {threads} (Numba {numba.get_num_threads()}, "
+          f"{blas_threads()}{', torch ' + str(torch.get_num_threads()) if torch else ''})")
+    print("load    : %.2f %.2f %.2f (1, 5, 15 min load average at the start)" % os.getloadavg())
+    print(f"versions: python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+          f"minicnn {minicnn.__version__}, torch {torch.__version__ if torch else 'not installed'}")
+    print(f"setup   : float32, batch {args.batch}, median of {args.repeats} repeats after {args.warmup} warm-up runs; "
+          "times in ms; ratio = other / minicnn (> 1: minicnn faster)\n")
+
+    impls = [("minicnn", bench_minicnn), ("numpy", bench_numpy)] + ([("torch", bench_torch)] if torch else [])
+    header = f"{'layer':<25} {'pass':<4}" + "".join(f" {name:>9}" for name, _ in impls)
+    header += "".join(f" {name + '/mc':>9}" for name, _ in impls[1:])
+    print(header)
+    print("-" * len(header))
+    rng = np.random.default_rng(0)
+    for name, C, H, W, OC, K in LAYERS:
+        x = rng.standard_normal((args.batch, C, H, W), dtype=np.float32)
+        w = rng.standard_normal((OC, C, K, K), dtype=np.float32) * np.float32(1 / np.sqrt(C * K * K))
+        b = rng.standard_normal(OC, dtype=np.float32)
+        gy = rng.standard_normal((args.batch, OC, H - K + 1, W - K + 1), dtype=np.float32)
+        results = [fn(x, w, b, gy, args.repeats, args.warmup) for _, fn in impls]
+        for _, _, y in results[1:]:  # the comparison is only fair if every implementation computes the same thing
+            np.testing.assert_allclose(results[0][2], y, rtol=1e-3, atol=1e-3)
+        for p, label in ((0, "fwd"), (1, "bwd")):
+            times = [res[p] for res in results]
+            row = f"{name:<25} {label:<4}" + "".join(f" {1e3 * t:>9.2f}" for t in times)
+            row += "".join(f" {t / times[0]:>9.2f}" for t in times[1:])
+            print(row, flush=True)
+    if limiter is not None:
+        limiter.unregister()
+
+
+if __name__ == "__main__":
+    main()

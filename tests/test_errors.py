@@ -1,0 +1,232 @@
+"""Bad input gives one clear error that names the offending values: one test per message."""
+import re
+
+import numpy as np
+import pytest
+
+import minicnn.functional as F
+from minicnn import Tensor, gpu_available
+
+
+def t(*shape, dtype=np.float32):
+    return Tensor(np.ones(shape, dtype))
+
+
+def raises(exc, message):
+    """pytest.raises matching `message` literally (the messages contain parentheses and brackets)."""
+    return pytest.raises(exc, match=re.escape(message))
+
+
+# ---- conv2d ----------------------------------------------------------------------------------------------------
+
+def test_conv2d_input_with_wrong_number_of_dimensions():
+    with raises(ValueError, "conv2d expects input of shape (N, C, H, W), got a 3-D tensor of shape (2, 5, 5)"):
+        F.conv2d(t(2, 5, 5), t(4, 2, 3, 3))
+
+
+def test_conv2d_weight_with_wrong_number_of_dimensions():
+    with raises(ValueError, "weight of shape (OC, C/groups, KH, KW), got shape (4, 2, 3)"):
+        F.conv2d(t(1, 2, 5, 5), t(4, 2, 3))
+
+
+def test_conv2d_input_channels_that_do_not_match_the_weight():
+    with raises(ValueError, "input has 3 channels but the weight expects 2"):
+        F.conv2d(t(1, 3, 5, 5), t(4, 2, 3, 3))
+
+
+def test_conv2d_input_channels_that_do_not_match_the_weight_with_groups():
+    with raises(ValueError, "input has 4 channels but the weight expects 6 (3 per group x 2 groups)"):
+        F.conv2d(t(1, 4, 5, 5), t(4, 3, 3, 3), groups=2)
+
+
+def test_conv2d_input_channels_not_divisible_by_groups():
+    with raises(ValueError, "input channels C=3 are not divisible by groups=2"):
+        F.conv2d(t(1, 3, 5, 5), t(4, 1, 3, 3), groups=2)
+
+
+def test_conv2d_output_channels_not_divisible_by_groups():
+    with raises(ValueError, "output channels OC=3 are not divisible by groups=2"):
+        F.conv2d(t(1, 4, 5, 5), t(3, 2, 3, 3), groups=2)
+
+
+@pytest.mark.parametrize("groups", [0, -1, 1.5, True])
+def test_conv2d_groups_must_be_a_positive_int(groups):
+    with raises(ValueError, f"groups must be a positive int, got {groups!r}"):
+        F.conv2d(t(1, 2, 5, 5), t(2, 2, 3, 3), groups=groups)
+
+
+def test_conv2d_kernel_larger_than_the_padded_input():
+    with raises(ValueError, "the kernel (5x5 after dilation) is larger than the padded input (4x4)"):
+        F.conv2d(t(1, 1, 4, 4), t(1, 1, 5, 5))
+
+
+def test_conv2d_dilated_kernel_larger_than_the_padded_input():
+    with raises(ValueError, "the kernel (5x3 after dilation) is larger than the padded input (4x6)"):
+        F.conv2d(t(1, 1, 2, 4), t(1, 1, 3, 3), padding=1, dilation=(2, 1))
+
+
+@pytest.mark.parametrize("stride", [0, -1, (1, 0)])
+def test_conv2d_non_positive_stride(stride):
+    with raises(ValueError, f"stride must be positive, got {stride!r}"):
+        F.conv2d(t(1, 1, 5, 5), t(1, 1, 3, 3), stride=stride)
+
+
+@pytest.mark.parametrize("dilation", [0, (2, -1)])
+def test_conv2d_non_positive_dilation(dilation):
+    with raises(ValueError, f"dilation must be positive, got {dilation!r}"):
+        F.conv2d(t(1, 1, 5, 5), t(1, 1, 3, 3), dilation=dilation)
+
+
+@pytest.mark.parametrize("padding", [-1, (0, -2)])
+def test_conv2d_negative_padding(padding):
+    with raises(ValueError, f"padding must not be negative, got {padding!r}"):
+        F.conv2d(t(1, 1, 5, 5), t(1, 1, 3, 3), padding=padding)
+
+
+@pytest.mark.parametrize("stride", [1.5, (1, 2, 3), "2", (1, True)])
+def test_conv2d_stride_that_is_not_an_int_or_pair(stride):
+    with raises(TypeError, f"stride must be an int or a pair of ints, got {stride!r}"):
+        F.conv2d(t(1, 1, 5, 5), t(1, 1, 3, 3), stride=stride)
+
+
+def test_conv2d_integer_input_is_a_type_error():
+    with raises(TypeError, "conv2d needs floating-point input, got dtype int64"):
+        F.conv2d(Tensor(np.ones((1, 1, 5, 5), np.int64)), t(1, 1, 3, 3))
+
+
+def test_conv2d_input_and_weight_dtypes_differ():
+    with raises(TypeError, "input dtype float32 and weight dtype float64 differ"):
+        F.conv2d(t(1, 1, 5, 5), t(1, 1, 3, 3, dtype=np.float64))
+
+
+def test_conv2d_bias_of_the_wrong_shape():
+    with raises(ValueError, "bias must have shape (4,), got (3,)"):
+        F.conv2d(t(1, 2, 5, 5), t(4, 2, 3, 3), t(3))
+
+
+# ---- pooling ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", [F.max_pool2d, F.avg_pool2d])
+def test_pool_padding_larger_than_half_the_window(op):
+    name = op.__name__
+    with raises(ValueError, f"{name}: padding 2 must be at most half the kernel height 3"):
+        op(t(1, 1, 6, 6), 3, padding=2)
+    with raises(ValueError, f"{name}: padding 2 must be at most half the kernel width 2"):
+        op(t(1, 1, 6, 6), (4, 2), padding=(1, 2))
+
+
+def test_pool_window_larger_than_the_padded_input():
+    with raises(ValueError, "max_pool2d: the window 4x4 is larger than the padded input 3x5"):
+        F.max_pool2d(t(1, 1, 3, 5), 4)
+
+
+def test_pool_input_with_wrong_number_of_dimensions():
+    with raises(ValueError, "avg_pool2d expects input of shape (N, C, H, W), got a 2-D tensor of shape (4, 4)"):
+        F.avg_pool2d(t(4, 4), 2)
+
+
+def test_pool_integer_input_is_a_type_error():
+    with raises(TypeError, "max_pool2d needs floating-point input, got dtype uint8"):
+        F.max_pool2d(Tensor(np.ones((1, 1, 4, 4), np.uint8)), 2)
+
+
+def test_pool_non_positive_kernel_and_stride():
+    with raises(ValueError, "kernel_size must be positive, got 0"):
+        F.max_pool2d(t(1, 1, 4, 4), 0)
+    with raises(ValueError, "stride must be positive, got (2, 0)"):
+        F.avg_pool2d(t(1, 1, 4, 4), 2, stride=(2, 0))
+
+
+def test_pool_negative_padding():
+    with raises(ValueError, "padding must not be negative, got -1"):
+        F.max_pool2d(t(1, 1, 4, 4), 2, padding=-1)
+
+
+# ---- losses, matmul, normalisation, dropout, shapes ------------------------------------------------------------
+
+def test_cross_entropy_label_out_of_range():
+    with raises(ValueError, "labels must lie in [0, 4], got values from 0 to 5"):
+        F.cross_entropy(t(3, 5), np.array([0, 5, 2]))
+
+
+def test_cross_entropy_negative_label():
+    with raises(ValueError, "labels must lie in [0, 4], got values from -1 to 2"):
+        F.cross_entropy(t(3, 5), np.array([-1, 1, 2]))
+
+
+def test_cross_entropy_non_integer_labels():
+    with raises(TypeError, "target must hold integer class labels, got dtype float64"):
+        F.cross_entropy(t(3, 5), np.array([0.0, 1.0, 2.0]))
+
+
+def test_cross_entropy_target_of_the_wrong_length():
+    with raises(ValueError, "target must have shape (3,), got (4,)"):
+        F.cross_entropy(t(3, 5), np.array([0, 1, 2, 3]))
+
+
+def test_cross_entropy_logits_that_are_not_2d():
+    with raises(ValueError, "cross_entropy expects logits of shape (N, K), got shape (3, 5, 1)"):
+        F.cross_entropy(t(3, 5, 1), np.array([0, 1, 2]))
+
+
+def test_cross_entropy_unknown_reduction():
+    with raises(ValueError, "reduction must be 'mean', 'sum' or 'none', got 'avg'"):
+        F.cross_entropy(t(2, 3), np.array([0, 1]), reduction="avg")
+
+
+def test_matmul_inner_dimension_mismatch():
+    with raises(ValueError, "matmul: inner dimensions differ: (2, 3) @ (4, 5) (3 != 4)"):
+        F.matmul(t(2, 3), t(4, 5))
+
+
+def test_matmul_of_a_vector():
+    with raises(ValueError, "matmul needs operands with at least 2 dimensions, got shapes (3,) and (3, 2)"):
+        F.matmul(t(3), t(3, 2))
+
+
+def test_batch_norm_parameter_of_the_wrong_shape():
+    with raises(ValueError, "batch_norm: gamma must have shape (3,) for 3 channels, got (2,)"):
+        F.batch_norm(t(2, 3, 2, 2), t(2), t(3))
+
+
+def test_batch_norm_eval_without_running_stats():
+    with raises(ValueError, "batch_norm in eval mode needs running_mean and running_var"):
+        F.batch_norm(t(2, 3, 2, 2), t(3), t(3), training=False)
+
+
+def test_batch_norm_training_with_one_value_per_channel():
+    with raises(ValueError, "needs more than one value per channel, got input shape (1, 3, 1, 1)"):
+        F.batch_norm(t(1, 3, 1, 1), t(3), t(3), training=True)
+
+
+def test_batch_norm_momentum_out_of_range():
+    with raises(ValueError, "batch_norm: momentum must lie in [0, 1], got 1.5"):
+        F.batch_norm(t(2, 3, 2, 2), t(3), t(3), momentum=1.5)
+
+
+def test_batch_norm_integer_input_is_a_type_error():
+    with raises(TypeError, "batch_norm needs floating-point input, got dtype int32"):
+        F.batch_norm(Tensor(np.ones((2, 3, 2, 2), np.int32)), t(3), t(3))
+
+
+@pytest.mark.parametrize("p", [1.0, -0.1, 2])
+def test_dropout_probability_out_of_range(p):
+    with raises(ValueError, f"dropout probability must lie in [0, 1), got {p}"):
+        F.dropout(t(4), p)
+
+
+def test_pow_with_a_tensor_exponent():
+    with raises(TypeError, "pow: the exponent must be a Python number, not a tensor or array"):
+        F.pow(t(3), t(3))
+
+
+def test_reduction_axis_out_of_range():
+    with raises(ValueError, "axis 2 is out of range for a tensor with 2 dimensions"):
+        F.sum(t(2, 3), axis=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="inputs on different devices need a GPU (CuPy and a CUDA device)")
+def test_inputs_on_different_devices():
+    with raises(RuntimeError, "Add: expected all tensors on the same device, got input 0 on cpu, input 1 on gpu"):
+        F.add(t(3), t(3).to("gpu"))

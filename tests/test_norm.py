@@ -1,0 +1,198 @@
+"""Batch normalisation (batch statistics, running statistics, eval mode) and inverted dropout.
+
+batch_norm's momentum weighs the NEW batch statistic (PyTorch's convention) and the running variance is updated
+with the unbiased batch variance (M / (M - 1) with M = N*H*W values per channel), while the normalisation
+itself uses the biased one.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import minicnn.functional as F
+from minicnn import Tensor, manual_seed
+from minicnn import random as mrandom
+from conftest import requires_torch, torch_module
+
+EPS = 1e-5
+
+
+def bn_inputs(rng, shape=(4, 3, 2, 5)):
+    C = shape[1]
+    x = rng.standard_normal(shape) * rng.uniform(0.5, 3.0, (1, C, 1, 1)) + rng.uniform(-2, 2, (1, C, 1, 1))
+    return x, rng.uniform(0.5, 1.5, C), rng.uniform(-0.5, 0.5, C)
+
+
+def test_training_normalises_with_the_biased_batch_statistics(rng):
+    x, gamma, beta = bn_inputs(rng)
+    y = F.batch_norm(Tensor(x), Tensor(gamma), Tensor(beta), training=True, eps=EPS)
+    mu = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = x.var(axis=(0, 2, 3), keepdims=True)  # ddof=0
+    expected = (x - mu) / np.sqrt(var + EPS) * gamma.reshape(1, -1, 1, 1) + beta.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(y.data, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_training_with_unit_gamma_gives_zero_mean_unit_variance_per_channel(rng):
+    x, _, _ = bn_inputs(rng)
+    C = x.shape[1]
+    y = F.batch_norm(Tensor(x), Tensor(np.ones(C)), Tensor(np.zeros(C)), training=True, eps=0.0).data
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-12)
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0])
+def test_running_stats_update_with_momentum_and_unbiased_variance(momentum, rng):
+    x, gamma, beta = bn_inputs(rng)
+    rm0, rv0 = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    rm, rv = rm0.copy(), rv0.copy()
+    F.batch_norm(Tensor(x), Tensor(gamma), Tensor(beta), rm, rv, training=True, momentum=momentum)
+    M = x.size // x.shape[1]
+    np.testing.assert_allclose(rm, (1 - momentum) * rm0 + momentum * x.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(rv, (1 - momentum) * rv0 + momentum * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-12)
+    assert M == 40  # the ddof=1 variance above is x.var() * M / (M - 1)
+
+
+def test_running_stats_given_as_tensors_are_updated_in_place(rng):
+    x, gamma, beta = bn_inputs(rng)
+    rm, rv = Tensor(np.zeros(3)), Tensor(np.ones(3))
+    F.batch_norm(Tensor(x), Tensor(gamma), Tensor(beta), rm, rv, training=True, momentum=0.1)
+    np.testing.assert_allclose(rm.data, 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(rv.data, 0.9 + 0.1 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-12)
+
+
+def test_eval_uses_the_running_stats_and_leaves_them_unchanged(rng):
+    x, gamma, beta = bn_inputs(rng)
+    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    rm_before, rv_before = rm.copy(), rv.copy()
+    y = F.batch_norm(Tensor(x), Tensor(gamma), Tensor(beta), rm, rv, training=False, eps=EPS)
+    expected = ((x - rm.reshape(1, -1, 1, 1)) / np.sqrt(rv.reshape(1, -1, 1, 1) + EPS) * gamma.reshape(1, -1, 1, 1)
+                + beta.reshape(1, -1, 1, 1))
+    np.testing.assert_allclose(y.data, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(rm, rm_before)
+    np.testing.assert_array_equal(rv, rv_before)
+
+
+def test_eval_output_of_one_sample_does_not_depend_on_the_rest_of_the_batch(rng):
+    x, gamma, beta = bn_inputs(rng)
+    rm, rv = np.zeros(3), np.ones(3)
+    full = F.batch_norm(Tensor(x), Tensor(gamma), Tensor(beta), rm, rv, training=False).data
+    one = F.batch_norm(Tensor(x[:1]), Tensor(gamma), Tensor(beta), rm, rv, training=False).data
+    np.testing.assert_allclose(one, full[:1], rtol=1e-12)
+
+
+def test_float32_batch_norm_stays_float32(rng):
+    x, gamma, beta = (a.astype(np.float32) for a in bn_inputs(rng))
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    xt = Tensor(x, requires_grad=True)
+    y = F.batch_norm(xt, Tensor(gamma), Tensor(beta), rm, rv, training=True)
+    assert y.dtype == np.float32 and rm.dtype == rv.dtype == np.float32
+    F.sum(y * y).backward()
+    assert xt.grad.dtype == np.float32
+
+
+@requires_torch
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+       st.sampled_from([0.1, 0.3, 1.0]), st.integers(0, 2 ** 31 - 1))
+def test_batch_norm_matches_torch_in_training_and_eval(N, C, H, W, momentum, seed):
+    torch = torch_module()
+    if N * H * W < 2:
+        N = 2
+    rng = np.random.default_rng(seed)
+    gamma, beta = rng.uniform(0.5, 1.5, C), rng.uniform(-0.5, 0.5, C)
+    rm, rv = np.zeros(C), np.ones(C)
+    trm, trv = torch.zeros(C, dtype=torch.float64), torch.ones(C, dtype=torch.float64)
+    for step in range(3):  # three training steps: the running statistics compound
+        x = rng.standard_normal((N, C, H, W)) * 2 + 1
+        gy = rng.standard_normal(x.shape)
+        xt, gt, bt = (Tensor(a, requires_grad=True) for a in (x, gamma, beta))
+        y = F.batch_norm(xt, gt, bt, rm, rv, training=True, momentum=momentum, eps=EPS)
+        y.backward(gy)
+        xr, gr, br = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+        yr = torch.nn.functional.batch_norm(xr, trm, trv, gr, br, training=True, momentum=momentum, eps=EPS)
+        yr.backward(torch.tensor(gy))
+        np.testing.assert_allclose(y.data, yr.detach().numpy(), rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(rm, trm.numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(rv, trv.numpy(), rtol=1e-12, atol=1e-14)
+        for ours, theirs in ((xt, xr), (gt, gr), (bt, br)):
+            np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-8, atol=1e-10)
+    x = rng.standard_normal((N, C, H, W))
+    gy = rng.standard_normal(x.shape)
+    xt, gt, bt = (Tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    y = F.batch_norm(xt, gt, bt, rm, rv, training=False, eps=EPS)
+    y.backward(gy)
+    xr, gr, br = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    yr = torch.nn.functional.batch_norm(xr, trm, trv, gr, br, training=False, eps=EPS)
+    yr.backward(torch.tensor(gy))
+    np.testing.assert_allclose(y.data, yr.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for ours, theirs in ((xt, xr), (gt, gr), (bt, br)):
+        np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ---- dropout ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0.5, 0.75])
+def test_dropout_survivors_are_scaled_exactly_by_one_over_keep(p):
+    # 1/(1-p) is a power of two for these p, so x * mask equals x / (1-p) bit for bit
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    y = F.dropout(Tensor(x), p, generator=np.random.default_rng(1)).data
+    kept = y != 0
+    np.testing.assert_array_equal(y[kept], x[kept] / np.float32(1 - p))
+    assert 0 < kept.sum() < x.size
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.9])
+def test_dropout_survivors_equal_x_over_keep_to_float32_rounding(p):
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    y = F.dropout(Tensor(x), p, generator=np.random.default_rng(1)).data
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] / (1 - p), rtol=2.5e-7)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
+def test_dropout_preserves_the_mean_and_drops_a_fraction_p(p):
+    n = 200_000
+    y = F.dropout(Tensor(np.ones(n, np.float32)), p, generator=np.random.default_rng(3)).data
+    # binomial: the dropped fraction has std sqrt(p(1-p)/n) <= 0.0012, the mean std sqrt(p/((1-p) n)) <= 0.0045
+    assert abs((y == 0).mean() - p) < 0.006
+    assert abs(y.mean() - 1.0) < 0.025
+
+
+def test_dropout_is_the_identity_in_eval_and_for_p_zero():
+    x = Tensor(np.arange(5.0, dtype=np.float32), requires_grad=True)
+    assert F.dropout(x, 0.5, training=False) is x
+    assert F.dropout(x, 0.0) is x
+
+
+def test_dropout_mask_repeats_with_the_same_seeded_generator():
+    x = Tensor(np.ones((4, 50), np.float32))
+    a = F.dropout(x, 0.4, generator=np.random.default_rng(42)).data
+    b = F.dropout(x, 0.4, generator=np.random.default_rng(42)).data
+    c = F.dropout(x, 0.4, generator=np.random.default_rng(43)).data
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_dropout_default_generator_repeats_after_manual_seed(monkeypatch):
+    monkeypatch.setattr(mrandom, "_generators", {})  # keep the global generators of other tests untouched
+    monkeypatch.setattr(mrandom, "_seed", mrandom._seed)
+    x = Tensor(np.ones(100, np.float32))
+    manual_seed(7)
+    a = F.dropout(x, 0.5).data
+    b = F.dropout(x, 0.5).data
+    manual_seed(7)
+    np.testing.assert_array_equal(F.dropout(x, 0.5).data, a)
+    assert not np.array_equal(a, b), "two draws from the same generator must differ"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_gradient_equals_the_mask(dtype):
+    p = 0.3
+    x_np = np.random.default_rng(0).uniform(1.0, 2.0, (3, 40)).astype(dtype)  # nonzero: y == 0 only where dropped
+    x = Tensor(x_np, requires_grad=True)
+    y = F.dropout(x, p, generator=np.random.default_rng(5))
+    assert y.dtype == dtype
+    gy = np.random.default_rng(6).standard_normal(x_np.shape).astype(dtype)
+    y.backward(gy)
+    mask = y.data / x_np          # 0 or 1/(1-p)
+    np.testing.assert_allclose(np.unique(np.round(mask, 5)), [0, round(1 / (1 - p), 5)])
+    np.testing.assert_allclose(x.grad, gy * mask, rtol=1e-6 if dtype == np.float32 else 1e-14)

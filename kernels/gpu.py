@@ -30,7 +30,7 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_mask", "adam_update", "sgd_update",
-           "cuda_source", "compile_all", "PoolArgmax"]
+           "cuda_source", "compile_all"]
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,8 +43,7 @@ NVRTC_OPTIONS = ("--fmad=false",)
 # NAME_f64 (affine_warp: _f32 only). .ci/compile_cuda.sh checks these names in the compiled cubins.
 KERNELS = {
     "im2col": ["im2col", "col2im"],
-    "pool": ["max_pool2d_forward", "max_pool2d_backward", "max_pool2d_backward_scan",
-             "avg_pool2d_forward", "avg_pool2d_backward"],
+    "pool": ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"],
     "dropout": ["dropout_mask"],
     "affine": ["affine_warp"],
     "optim": ["adam_update", "sgd_update"],
@@ -179,21 +178,6 @@ def col2im(col, H, W, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
 
 
 # ---- pool.cu ---------------------------------------------------------------------------------------
-class PoolArgmax(cp.ndarray):
-    """The int32 argmax of max_pool2d_forward, remembering its window (KH, KW, SH, SW, PH, PW).
-
-    The CPU backward scatters each gradient to its winner and needs no geometry; the GPU backward is
-    a gather over the windows that CONTAIN each pixel, which needs it. The contract's signature
-    max_pool2d_backward(gy, argmax, H, W) carries no geometry, so the argmax array carries it.
-    An argmax without it (e.g. copied from the CPU) takes the slower scan over the whole plane.
-    """
-
-    window = None
-
-    def __array_finalize__(self, obj):
-        self.window = getattr(obj, "window", None)
-
-
 def _pool_out(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
@@ -214,16 +198,11 @@ def max_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
     argmax = cp.empty((N, C, OH, OW), dtype=np.int32)
     _launch(_function("pool", "max_pool2d_forward_" + _SUFFIX[x.dtype]), y.size,
             (x, y, argmax) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
-    try:
-        tagged = argmax.view(PoolArgmax)
-        tagged.window = (int(KH), int(KW), int(SH), int(SW), int(PH), int(PW))
-    except Exception:  # subclassing unavailable in this CuPy: the backward falls back to the plane scan
-        tagged = argmax
-    return y, tagged
+    return y, argmax
 
 
-def max_pool2d_backward(gy, argmax, H, W):
-    """gy (N, C, OH, OW) -> gx (N, C, H, W): each pixel gathers gy over the windows whose argmax it is."""
+def max_pool2d_backward(gy, argmax, H, W, KH, KW, SH, SW, PH=0, PW=0):
+    """gy (N, C, OH, OW) -> gx (N, C, H, W): each pixel gathers gy over the windows that contain it and chose it."""
     gy = _float_array(gy, "gy", "max_pool2d_backward", 4)
     if not isinstance(argmax, cp.ndarray):
         raise TypeError(f"max_pool2d_backward (GPU): argmax must be a CuPy array, got "
@@ -234,22 +213,16 @@ def max_pool2d_backward(gy, argmax, H, W):
         raise ValueError(f"max_pool2d_backward (GPU): argmax has shape {tuple(argmax.shape)} "
                          f"but gy has shape {tuple(gy.shape)}")
     _check_ints("max_pool2d_backward", positive=(("H", H), ("W", W)))
-    window = getattr(argmax, "window", None)
-    plain = argmax.view(cp.ndarray) if type(argmax) is not cp.ndarray else argmax
-    plain = cp.ascontiguousarray(plain.astype(np.int32, copy=False))
+    _pool_checks("max_pool2d_backward", KH, KW, SH, SW, PH, PW)
     N, C, OH, OW = gy.shape
+    if (_pool_out(H, KH, SH, PH), _pool_out(W, KW, SW, PW)) != (OH, OW):
+        raise ValueError(f"max_pool2d_backward (GPU): a {KH}x{KW} window with stride {SH}x{SW} and padding "
+                         f"{PH}x{PW} over {H}x{W} gives {_pool_out(H, KH, SH, PH)}x{_pool_out(W, KW, SW, PW)} "
+                         f"outputs, but gy is {OH}x{OW}")
+    plain = cp.ascontiguousarray(argmax.astype(np.int32, copy=False))
     gx = cp.empty((N, C, H, W), dtype=gy.dtype)
-    suffix = _SUFFIX[gy.dtype]
-    if window is not None:
-        KH, KW, SH, SW, PH, PW = window
-        if (_pool_out(H, KH, SH, PH), _pool_out(W, KW, SW, PW)) != (OH, OW):
-            window = None  # the geometry does not describe this gy/H/W: scan instead
-    if window is not None:
-        _launch(_function("pool", "max_pool2d_backward_" + suffix), gx.size,
-                (gy, plain, gx) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
-    else:
-        _launch(_function("pool", "max_pool2d_backward_scan_" + suffix), gx.size,
-                (gy, plain, gx) + _ints(N, C, H, W, OH, OW))
+    _launch(_function("pool", "max_pool2d_backward_" + _SUFFIX[gy.dtype]), gx.size,
+            (gy, plain, gx) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
     return gx
 
 

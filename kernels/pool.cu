@@ -21,8 +21,6 @@ Max backward, thread mapping: ONE THREAD PER INPUT PIXEL (n, c, ih, iw) -- a GAT
         oh*SH - PH <= ih <= oh*SH - PH + KH - 1,  i.e.  ceil((ih + PH - KH + 1)/SH) <= oh <= (ih + PH)/SH,
     clipped to 0 <= oh < OH (the same for columns). They are visited in increasing (oh, ow) order,
     the order in which the Numba loop adds onto the pixel: deterministic, no atomics.
-    max_pool2d_backward_scan_* is the same gather when the window geometry is unknown: it checks
-    every window of the plane (slower, O(OH*OW) per pixel; same result, same order).
 
 Average forward, thread mapping: ONE THREAD PER OUTPUT; the window sum (padding counts as zeros)
     is accumulated in double, as Numba does, then multiplied by 1/(KH*KW).
@@ -107,23 +105,6 @@ __device__ void max_backward_impl(const T* __restrict__ gy, const int* __restric
 }
 
 template <typename T>
-__device__ void max_backward_scan_impl(const T* __restrict__ gy, const int* __restrict__ argmax,
-                                       T* __restrict__ gx, int N, int C, int H, int W, int OH, int OW)
-{
-    const long long total = (long long)N * C * H * W;
-    const long long step = (long long)blockDim.x * gridDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int me = (int)(i % ((long long)H * W));
-        const long long plane = i / ((long long)H * W);
-        const long long base = plane * OH * (long long)OW;
-        T acc = (T)0;
-        for (long long j = base; j < base + (long long)OH * OW; ++j)
-            if (argmax[j] == me) acc += gy[j];
-        gx[i] = acc;
-    }
-}
-
-template <typename T>
 __device__ void avg_forward_impl(const T* __restrict__ x, T* __restrict__ y,
                                  int N, int C, int H, int W, int KH, int KW, int SH, int SW,
                                  int PH, int PW, int OH, int OW)
@@ -180,9 +161,6 @@ extern "C" __global__ void max_pool2d_forward_##SUFFIX(const T* x, T* y, int* ar
 extern "C" __global__ void max_pool2d_backward_##SUFFIX(const T* gy, const int* argmax, T* gx,    \
         int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW) \
 { max_backward_impl<T>(gy, argmax, gx, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW); }             \
-extern "C" __global__ void max_pool2d_backward_scan_##SUFFIX(const T* gy, const int* argmax, T* gx, \
-        int N, int C, int H, int W, int OH, int OW)                                               \
-{ max_backward_scan_impl<T>(gy, argmax, gx, N, C, H, W, OH, OW); }                                \
 extern "C" __global__ void avg_pool2d_forward_##SUFFIX(const T* x, T* y,                          \
         int N, int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW) \
 { avg_forward_impl<T>(x, y, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW); }                        \

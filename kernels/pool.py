@@ -113,8 +113,12 @@ def max_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
     return y, argmax
 
 
-def max_pool2d_backward(gy, argmax, H, W):
-    """gy (N, C, OH, OW) -> gx (N, C, H, W): each gradient goes to its window's winner."""
+def max_pool2d_backward(gy, argmax, H, W, KH, KW, SH, SW, PH=0, PW=0):
+    """gy (N, C, OH, OW) -> gx (N, C, H, W): each gradient goes to its window's winner.
+
+    This scatter needs only argmax; the window (KH, KW, SH, SW, PH, PW) is part of the contract because
+    the GPU twin gathers instead: each pixel visits the windows that contain it.
+    """
     N, C = gy.shape[:2]
     gx = np.zeros((N, C, H, W), dtype=gy.dtype)
     _max_backward(np.ascontiguousarray(gy), argmax, gx)

@@ -18,7 +18,8 @@ class MaxPool2d(Function):
         return y
 
     def backward(self, gy):
-        return kernels_for(gy).max_pool2d_backward(gy, self.argmax, self.H, self.W)
+        return kernels_for(gy).max_pool2d_backward(gy, self.argmax, self.H, self.W,
+                                                   *self.kernel, *self.stride, *self.padding)
 
 
 class AvgPool2d(Function):

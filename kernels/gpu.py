@@ -30,7 +30,7 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_mask", "adam_update", "sgd_update",
-           "cuda_source", "compile_all"]
+           "batch_norm_forward", "batch_norm_backward", "cuda_source", "compile_all"]
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -298,6 +298,34 @@ def dropout_mask(shape, p, generator, dtype=np.float32):
     _launch(_function("dropout", "dropout_mask_" + _SUFFIX[dtype]), mask.size,
             (u, mask, np.float64(threshold), scale, np.int64(mask.size)))
     return mask
+
+
+# ---- batch norm (CuPy array expressions; the formulas of kernels/batchnorm.py) ----------------------
+def batch_norm_forward(x, gamma, beta, eps):
+    """Training-mode batch norm of x (N, C, H, W): returns y, and the batch mean, variance and 1/std per channel.
+
+    Not a hand-written kernel yet: CuPy's reductions and one fused elementwise pass per array expression.
+    """
+    x = _float_array(x, "x", "batch_norm_forward", 4)
+    mean = x.mean(axis=(0, 2, 3), dtype=cp.float64)
+    var = ((x - mean.astype(x.dtype).reshape(1, -1, 1, 1)) ** 2).mean(axis=(0, 2, 3), dtype=cp.float64)
+    invstd = 1.0 / cp.sqrt(var + eps)
+    shape = (1, -1, 1, 1)
+    m, k = mean.astype(x.dtype).reshape(shape), invstd.astype(x.dtype).reshape(shape)
+    y = (x - m) * (k * gamma.reshape(shape)) + beta.reshape(shape)
+    return y, mean.astype(x.dtype), var.astype(x.dtype), invstd.astype(x.dtype)
+
+
+def batch_norm_backward(gy, x, mean, invstd, gamma):
+    """Gradients (gx, dgamma, dbeta) of training-mode batch norm, recomputing xhat from x, mean and invstd."""
+    gy = _float_array(gy, "gy", "batch_norm_backward", 4)
+    shape = (1, -1, 1, 1)
+    M = x.size // x.shape[1]
+    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    dbeta = gy.sum(axis=(0, 2, 3))
+    dgamma = (gy * xhat).sum(axis=(0, 2, 3))
+    gx = (gamma * invstd).reshape(shape) * (gy - (dbeta / M).reshape(shape) - xhat * (dgamma / M).reshape(shape))
+    return gx, dgamma, dbeta
 
 
 # ---- optim.cu --------------------------------------------------------------------------------------

@@ -5,5 +5,5 @@ makes the CPU engine use it, so benchmarks show what the Numba kernels buy. Only
 the other kernels are the Numba ones.
 """
 from .cpu import (max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,  # noqa: F401
-                  affine_warp, dropout_mask, adam_update, sgd_update)
+                  affine_warp, dropout_mask, adam_update, sgd_update, batch_norm_forward, batch_norm_backward)
 from .im2col import im2col_numpy as im2col, col2im_numpy as col2im  # noqa: F401

@@ -12,48 +12,43 @@ Backward (training), every sum over n, h, w:
 momentum=0.99 is momentum=0.01 here.
 """
 from ..autograd import Function
-from ..backend import get_array_module
+from ..backend import get_array_module, kernels_for
 from ..tensor import Tensor
 
 
 class BatchNorm2d(Function):
+    """Training mode runs the kernels batch_norm_forward/backward (kernels/batchnorm.py: the loops of the
+    formulas above); eval mode is one affine map per channel, written here as array expressions."""
+
     def __init__(self, running_mean, running_var, training, momentum, eps):
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
 
     def forward(self, x, gamma, beta):
-        xp = get_array_module(x)
-        shape = (1, -1, 1, 1)
+        self.gamma = gamma
         if self.training:
-            M = x.size // x.shape[1]
-            mu = x.mean(axis=(0, 2, 3))
-            xc = x - mu.reshape(shape)
-            var = (xc * xc).mean(axis=(0, 2, 3))
+            y, mu, var, self.invstd = kernels_for(x).batch_norm_forward(x, gamma, beta, self.eps)
+            self.x, self.mean = x, mu
             if self.running_mean is not None:
+                M = x.size // x.shape[1]
                 m = self.momentum
                 self.running_mean *= 1 - m
                 self.running_mean += m * mu
                 self.running_var *= 1 - m
                 self.running_var += m * var * (M / max(M - 1, 1))
-        else:
-            xc = x - self.running_mean.reshape(shape)
-            var = self.running_var
-        self.invstd = 1.0 / xp.sqrt(var + self.eps)
-        self.xhat = xc * self.invstd.reshape(shape)
-        self.gamma = gamma
+            return y
+        xp = get_array_module(x)
+        shape = (1, -1, 1, 1)
+        self.invstd = (1.0 / xp.sqrt(self.running_var + self.eps)).astype(x.dtype)
+        self.xhat = (x - self.running_mean.reshape(shape)) * self.invstd.reshape(shape)
         return self.xhat * gamma.reshape(shape) + beta.reshape(shape)
 
     def backward(self, gy):
-        shape = (1, -1, 1, 1)
+        if self.training:
+            return kernels_for(gy).batch_norm_backward(gy, self.x, self.mean, self.invstd, self.gamma)
         dbeta = gy.sum(axis=(0, 2, 3))
         dgamma = (gy * self.xhat).sum(axis=(0, 2, 3))
-        scale = (self.gamma * self.invstd).reshape(shape)
-        if self.training:
-            M = gy.size // gy.shape[1]
-            dx = scale * (gy - (dbeta / M).reshape(shape) - self.xhat * (dgamma / M).reshape(shape))
-        else:
-            dx = gy * scale
-        return dx, dgamma, dbeta
+        return gy * (self.gamma * self.invstd).reshape(1, -1, 1, 1), dgamma, dbeta
 
 
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5):

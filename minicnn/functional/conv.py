@@ -76,7 +76,9 @@ class Conv2d(Function):
         gy_mat = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(G, OC // G, N * OH * OW)
         if need_w:
             colg = self.col.reshape(G, Cg * KH * KW, N * OH * OW)
-            gw = (gy_mat @ colg.swapaxes(-1, -2)).reshape(self.w.shape)
+            # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of the
+            # skinny product about twice as fast (benchmarks/README.md)
+            gw = (colg @ gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2).reshape(self.w.shape)
         if need_x:
             gcol = (wg.swapaxes(-1, -2) @ gy_mat).reshape(C, KH, KW, N, OH, OW)
             gx = kernels_for(gy).col2im(gcol, H, W, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)

@@ -1,75 +1,6 @@
-"""Shared test helpers: central-difference gradients, a gradient check along a random direction, optional torch."""
-import importlib.util
-
+"""Fixtures shared by the tests; the helper functions live in helpers.py."""
 import numpy as np
 import pytest
-
-import minicnn.functional as F
-from minicnn import Tensor, no_grad
-
-# Central differences in float64 with step EPS have error O(EPS^2 * f''') + O(1e-16 * |f| / EPS):
-# about 1e-10 relative for the smooth, O(1)-sized losses used here, so GRAD_RTOL/ATOL leave a wide margin
-# while a wrong factor, sign or index in a backward pass is off by O(1).
-EPS = 1e-6
-GRAD_RTOL = 1e-6
-GRAD_ATOL = 1e-7
-
-
-def numerical_grad(f, x, eps=EPS):
-    """d f() / d x by central differences; f takes no arguments and reads the float64 array x, perturbed in place."""
-    assert x.dtype == np.float64 and x.flags.c_contiguous, "x must be a contiguous float64 array"
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)  # views: writing flat[i] perturbs x
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return g
-
-
-def check_gradients(fn, arrays, rng, eps=EPS, rtol=GRAD_RTOL, atol=GRAD_ATOL, wrt=None):
-    """Compare autograd with central differences for loss = sum(fn(*tensors) * R), R random (not all ones).
-
-    `arrays` are float64 NumPy arrays, each becomes a Tensor with requires_grad=True (only the indices in `wrt`
-    when given). The analytic loss is built with the library's own mul and sum so the engine is exercised too.
-    """
-    arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
-    wrt = range(len(arrays)) if wrt is None else wrt
-    tensors = [Tensor(a, requires_grad=(i in wrt)) for i, a in enumerate(arrays)]
-    out = fn(*tensors)
-    assert out.dtype == np.float64, f"float64 inputs gave a {out.dtype} output"
-    R = rng.standard_normal(out.shape)
-    loss = F.sum(F.mul(out, Tensor(R)))
-    assert loss.dtype == np.float64
-    loss.backward()
-
-    def f():
-        with no_grad():
-            return float(np.sum(fn(*[Tensor(a) for a in arrays]).data * R))
-
-    for i in wrt:
-        expected = numerical_grad(f, arrays[i], eps)
-        assert tensors[i].grad is not None, f"input {i} got no gradient"
-        assert tensors[i].grad.shape == arrays[i].shape
-        np.testing.assert_allclose(tensors[i].grad, expected, rtol=rtol, atol=atol,
-                                   err_msg=f"gradient of input {i}")
-    return out
-
-
-def distinct_values(rng, shape, scale=1.0):
-    """Values that are pairwise at least `scale / size` apart (a random permutation): no ties for max pooling."""
-    n = int(np.prod(shape))
-    return (rng.permutation(n).reshape(shape) - n / 2 + 0.5) * (scale / n) * 2
-
-
-def away_from_zero(rng, shape, margin=1e-2):
-    """Standard normal values with |x| >= margin: central differences never straddle the ReLU kink."""
-    x = rng.standard_normal(shape)
-    return np.where(x >= 0, x + margin, x - margin)
 
 
 @pytest.fixture
@@ -77,16 +8,3 @@ def rng(request):
     """A NumPy generator seeded from the test's name, so each test is reproducible on its own."""
     seed = sum(map(ord, request.node.name)) % (2 ** 32)
     return np.random.default_rng(seed)
-
-
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
-requires_torch = pytest.mark.skipif(
-    not HAVE_TORCH, reason="PyTorch is not installed: the cross-checks against torch.nn.functional are skipped "
-                           "(every other test still runs)")
-
-
-def torch_module():
-    """Import PyTorch (only called from tests marked requires_torch), on one thread to spare shared CPUs."""
-    import torch
-    torch.set_num_threads(1)
-    return torch

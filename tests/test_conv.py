@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings, strategies as st
 import minicnn.functional as F
 from minicnn import Tensor
 from minicnn.functional.checks import pair
-from conftest import numerical_grad, requires_torch, torch_module
+from helpers import numerical_grad, requires_torch, torch_module
 
 # float64: the GEMM only reorders the same sums, so results agree to a few ulps of the largest partial sum.
 RTOL_F64, ATOL_F64 = 1e-10, 1e-12

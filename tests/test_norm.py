@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 import minicnn.functional as F
 from minicnn import Tensor, manual_seed
 from minicnn import random as mrandom
-from conftest import requires_torch, torch_module
+from helpers import requires_torch, torch_module
 
 EPS = 1e-5
 

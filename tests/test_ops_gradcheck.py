@@ -9,7 +9,7 @@ import pytest
 
 import minicnn.functional as F
 from minicnn import Tensor
-from conftest import away_from_zero, check_gradients, distinct_values, requires_torch, torch_module
+from helpers import away_from_zero, check_gradients, distinct_values, requires_torch, torch_module
 
 
 def normal(*shape):

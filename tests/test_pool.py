@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings, strategies as st
 import minicnn.functional as F
 from minicnn import Tensor
 from minicnn.kernels import cpu
-from conftest import distinct_values, requires_torch, torch_module
+from helpers import distinct_values, requires_torch, torch_module
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

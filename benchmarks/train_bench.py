@@ -56,8 +56,20 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def child_minicnn(args):
+def median_step(step, args):
+    """Median seconds of args.steps calls of step(i), after args.warmup untimed ones."""
     import numpy as np
+    for i in range(args.warmup):
+        step(i)
+    times = []
+    for i in range(args.steps):
+        t = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def child_minicnn(args):
     import minicnn
     from minicnn import functional as F, optim
     from minicnn.models import eip4
@@ -73,14 +85,7 @@ def child_minicnn(args):
         loss.backward()
         opt.step()
 
-    for i in range(args.warmup):
-        step(i)
-    times = []
-    for i in range(args.steps):
-        t = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - t)
-    result = {"step": float(np.median(times)), "rss": peak_rss_mb()}
+    result = {"step": median_step(step, args), "rss": peak_rss_mb()}
     if args.breakdown:
         result["breakdown"] = op_breakdown(step, 5)
     return result
@@ -122,7 +127,6 @@ def op_breakdown(step, repeats):
 
 
 def child_torch(args):
-    import numpy as np
     import torch
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -143,14 +147,8 @@ def child_torch(args):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    for i in range(args.warmup):
-        step(i)
-    times = []
-    for i in range(args.steps):
-        t = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - t)
-    return {"step": float(np.median(times)), "rss": peak_rss_mb(), "version": torch.__version__}
+
+    return {"step": median_step(step, args), "rss": peak_rss_mb(), "version": torch.__version__}
 
 
 FIRST_STEP = """

@@ -23,10 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS_PER_EPOCH = 469
 
 
-def thread_env(threads, extra=None):
+def thread_env(threads, extra=None, blas_threads=None):
+    """The environment of a child: Numba and BLAS thread counts are fixed before NumPy loads."""
     env = dict(os.environ)
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
+    env["NUMBA_NUM_THREADS"] = str(threads)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(blas_threads or threads)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env
@@ -37,7 +39,8 @@ def run_child(engine, args, extra_env=None):
            "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     if args.breakdown and engine == "minicnn":
         cmd.append("--breakdown")
-    out = subprocess.run(cmd, env=thread_env(args.threads, extra_env), capture_output=True, text=True)
+    blas = args.blas_threads if engine.startswith("minicnn") else None  # torch: its own threads, set above
+    out = subprocess.run(cmd, env=thread_env(args.threads, extra_env, blas), capture_output=True, text=True)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -170,7 +173,7 @@ def startup(args):
         subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
         return time.perf_counter() - t
     with tempfile.TemporaryDirectory() as cache:
-        env = thread_env(args.threads, {"NUMBA_CACHE_DIR": cache})
+        env = thread_env(args.threads, {"NUMBA_CACHE_DIR": cache}, args.blas_threads)
         imp = min(wall("import minicnn", env) for _ in range(3))
         cold = wall(FIRST_STEP, env)
         warm = min(wall(FIRST_STEP, env) for _ in range(2))
@@ -180,6 +183,7 @@ def startup(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count())))
+    p.add_argument("--blas-threads", type=int, help="BLAS threads for minicnn (default: --threads)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
@@ -197,7 +201,8 @@ def main():
     import numba
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}, numpy {numpy.__version__}, "
-          f"numba {numba.__version__}; threads {args.threads}; batch {args.batch_size}; "
+          f"numba {numba.__version__}; threads {args.threads} (minicnn BLAS {args.blas_threads or args.threads}); "
+          f"batch {args.batch_size}; "
           f"median of {args.steps} steps after {args.warmup} warm-up")
     results = {}
     for engine in args.engines.split(","):

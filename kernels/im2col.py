@@ -24,26 +24,31 @@ def out_size(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+@njit(cache=True, inline="always")
+def _valid(offset, P, S, size, O):
+    """The output positions o in [lo, hi) whose input position o*S - P + offset lies inside [0, size)."""
+    lo = max(0, -((offset - P) // S))             # ceil((P - offset) / S)
+    hi = min(O, (size - 1 + P - offset) // S + 1)
+    return lo, max(lo, hi)
+
+
 @njit(cache=True, parallel=True)
 def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
     N, C, H, W = x.shape
-    for r in prange(C * KH * KW):  # one row of the column matrix per iteration: no two write the same place
-        c = r // (KH * KW)
-        kh = (r // KW) % KH
-        kw = r % KW
-        for n in range(N):
-            for oh in range(OH):
-                ih = oh * SH - PH + kh * DH
-                if ih < 0 or ih >= H:
-                    for ow in range(OW):
-                        col[c, kh, kw, n, oh, ow] = 0.0
-                    continue
-                for ow in range(OW):
-                    iw = ow * SW - PW + kw * DW
-                    if 0 <= iw < W:
-                        col[c, kh, kw, n, oh, ow] = x[n, c, ih, iw]
-                    else:
-                        col[c, kh, kw, n, oh, ow] = 0.0
+    for rn in prange(C * KH * KW * N):  # one (row, image) block of the column matrix per iteration
+        r, n = rn // N, rn % N
+        c, kh, kw = r // (KH * KW), (r // KW) % KH, r % KW
+        oh0, oh1 = _valid(kh * DH, PH, SH, H, OH)
+        ow0, ow1 = _valid(kw * DW, PW, SW, W, OW)
+        block = col[c, kh, kw, n]
+        block[:oh0, :] = 0.0
+        block[oh1:, :] = 0.0
+        for oh in range(oh0, oh1):
+            ih = oh * SH - PH + kh * DH
+            block[oh, :ow0] = 0.0
+            block[oh, ow1:] = 0.0
+            for ow in range(ow0, ow1):  # no bounds test inside: the loop vectorises
+                block[oh, ow] = x[n, c, ih, ow * SW - PW + kw * DW]
 
 
 @njit(cache=True, parallel=True)
@@ -51,18 +56,15 @@ def _col2im(col, SH, SW, PH, PW, DH, DW, dx):
     C, KH, KW, N, OH, OW = col.shape
     H, W = dx.shape[2], dx.shape[3]
     for nc in prange(N * C):  # each (image, channel) plane is owned by one iteration: the scatter is race-free
-        n = nc // C
-        c = nc % C
+        n, c = nc // C, nc % C
         for kh in range(KH):
+            oh0, oh1 = _valid(kh * DH, PH, SH, H, OH)
             for kw in range(KW):
-                for oh in range(OH):
+                ow0, ow1 = _valid(kw * DW, PW, SW, W, OW)
+                for oh in range(oh0, oh1):
                     ih = oh * SH - PH + kh * DH
-                    if ih < 0 or ih >= H:
-                        continue
-                    for ow in range(OW):
-                        iw = ow * SW - PW + kw * DW
-                        if 0 <= iw < W:
-                            dx[n, c, ih, iw] += col[c, kh, kw, n, oh, ow]
+                    for ow in range(ow0, ow1):
+                        dx[n, c, ih, ow * SW - PW + kw * DW] += col[c, kh, kw, n, oh, ow]
 
 
 def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):

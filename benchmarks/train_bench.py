@@ -183,7 +183,8 @@ def startup(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count())))
-    p.add_argument("--blas-threads", type=int, help="BLAS threads for minicnn (default: --threads)")
+    p.add_argument("--blas-threads", type=int, default=1,
+                   help="BLAS threads for minicnn (default 1: minicnn parallelises over the batch itself)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)

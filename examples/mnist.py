@@ -16,7 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _threads_from_argv(argv):
-    """--threads N, read before NumPy loads: the BLAS library fixes its thread count when it starts."""
+    """--threads N, read before Numba loads (it sizes its thread pool then). BLAS stays on one thread:
+    minicnn runs its matrix products inside its own batch-parallel threads (kernels/parallel.py)."""
     for i, a in enumerate(argv):
         if a == "--threads" and i + 1 < len(argv):
             return argv[i + 1]
@@ -27,8 +28,7 @@ def _threads_from_argv(argv):
 
 _n = _threads_from_argv(sys.argv)
 if _n:
-    for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = _n
+    os.environ["NUMBA_NUM_THREADS"] = _n
 
 import minicnn  # noqa: E402
 import minicnn.backend  # noqa: E402
@@ -55,8 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", help="checkpoint to continue from")
     p.add_argument("--train-limit", type=int, help="use only the first N training images (quick runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=int, help="CPU threads for the Numba kernels and BLAS "
-                                               "(default: NUMBA_NUM_THREADS or all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads for the Numba kernels and the batch-parallel "
+                                               "convolutions (default: NUMBA_NUM_THREADS or all cores)")
     return p.parse_args(argv)
 
 

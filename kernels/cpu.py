@@ -5,3 +5,4 @@ from .affine import affine_warp  # noqa: F401
 from .dropout import dropout_mask  # noqa: F401
 from .optim import adam_update, sgd_update  # noqa: F401
 from .batchnorm import batch_norm_forward, batch_norm_backward  # noqa: F401
+from .parallel import batch_chunks, map_chunks  # noqa: F401

@@ -4,7 +4,7 @@ Notation:
     n      number of values (the mask has the shape of the activations, flattened)
     u[i]   uniform numbers in [0, 1), float32, drawn beforehand by the generator
            (cupy.random.Generator.random(shape, dtype=float32) on the device, or a NumPy
-           Generator on the host -- the very call dropout.py makes -- copied to the device)
+           Generator on the host -- dropout.py's uniform_float32 -- copied to the device)
     p      drop probability;   scale = 1 / (1 - p), already rounded to the mask's type T
 
     mask[i] = scale  if u[i] >= p,  else 0              (the formula of dropout.py)

@@ -30,7 +30,7 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_mask", "adam_update", "sgd_update",
-           "batch_norm_forward", "batch_norm_backward", "cuda_source", "compile_all"]
+           "batch_norm_forward", "batch_norm_backward", "batch_chunks", "map_chunks", "cuda_source", "compile_all"]
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -274,8 +274,8 @@ def dropout_mask(shape, p, generator, dtype=np.float32):
     """The inverted-dropout mask of `shape`: 1/(1-p) where u >= p, else 0, with u uniform float32 from `generator`.
 
     `generator` is a cupy.random.Generator (the GPU default, minicnn.random): u is drawn on the device.
-    A numpy.random.Generator also works (e.g. nn.Dropout(seed=...)): u is drawn on the host by the
-    very call dropout.py makes and copied over, so the mask equals the CPU mask for the same seed.
+    A numpy.random.Generator also works (e.g. nn.Dropout(seed=...)): u is drawn on the host by
+    dropout.py's uniform_float32 and copied over, so the mask equals the CPU mask for the same seed.
     """
     dtype = np.dtype(dtype)
     if dtype not in _SUFFIX:
@@ -284,7 +284,8 @@ def dropout_mask(shape, p, generator, dtype=np.float32):
         raise ValueError(f"dropout_mask (GPU): p must lie in [0, 1), got {p}")
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
     if isinstance(generator, np.random.Generator):
-        u = cp.asarray(generator.random(shape, dtype=np.float32))
+        from .dropout import uniform_float32
+        u = cp.asarray(uniform_float32(generator, shape))
     elif isinstance(generator, cp.random.Generator):
         u = generator.random(shape, dtype=np.float32)
     else:
@@ -298,6 +299,16 @@ def dropout_mask(shape, p, generator, dtype=np.float32):
     _launch(_function("dropout", "dropout_mask_" + _SUFFIX[dtype]), mask.size,
             (u, mask, np.float64(threshold), scale, np.int64(mask.size)))
     return mask
+
+
+# ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one cuBLAS GEMM per group) -----
+def batch_chunks(N, bytes_per_image):
+    """The whole batch as one chunk: the GPU has the parallelism and the memory for it."""
+    return [(0, N)]
+
+
+def map_chunks(fn, chunks):
+    return [fn(n0, n1) for n0, n1 in chunks]
 
 
 # ---- batch norm (CuPy array expressions; the formulas of kernels/batchnorm.py) ----------------------

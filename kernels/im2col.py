@@ -12,11 +12,15 @@ The column matrix has shape (C, KH, KW, N, OH, OW), read as a (C*KH*KW, N*OH*OW)
 so a convolution is  y[(oc), (n, oh, ow)] = W[(oc), (c, kh, kw)] @ col  -- one GEMM.
 
 col2im is the adjoint (transpose) of im2col: it adds every column entry back onto the input
-pixel it was copied from. The plain NumPy versions (`im2col_numpy`, `col2im_numpy`) sit beside
+pixel it was copied from.
+
+These kernels run on one thread and release the GIL (nogil): conv2d calls them on chunks of a few
+images at a time from a pool of threads (kernels/parallel.py), so each chunk's column matrix stays
+in the cache between im2col and the matrix product that reads it. The plain NumPy versions (`im2col_numpy`, `col2im_numpy`) sit beside
 the Numba kernels; they are the readable reference and the baseline in the benchmarks.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 def out_size(size, k, s, p, d):
@@ -32,10 +36,10 @@ def _valid(offset, P, S, size, O):
     return lo, max(lo, hi)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
     N, C, H, W = x.shape
-    for rn in prange(C * KH * KW * N):  # one (row, image) block of the column matrix per iteration
+    for rn in range(C * KH * KW * N):  # one (row, image) block of the column matrix at a time
         r, n = rn // N, rn % N
         c, kh, kw = r // (KH * KW), (r // KW) % KH, r % KW
         oh0, oh1 = _valid(kh * DH, PH, SH, H, OH)
@@ -51,11 +55,11 @@ def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
                 block[oh, ow] = x[n, c, ih, ow * SW - PW + kw * DW]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _col2im(col, SH, SW, PH, PW, DH, DW, dx):
     C, KH, KW, N, OH, OW = col.shape
     H, W = dx.shape[2], dx.shape[3]
-    for nc in prange(N * C):  # each (image, channel) plane is owned by one iteration: the scatter is race-free
+    for nc in range(N * C):  # one (image, channel) plane at a time: every addition lands in that plane
         n, c = nc // C, nc % C
         for kh in range(KH):
             oh0, oh1 = _valid(kh * DH, PH, SH, H, OH)

@@ -2,8 +2,17 @@
 
 It exists to be compared with: `MINICNN_KERNELS=numpy` (or `minicnn.backend.use_reference_kernels()`)
 makes the CPU engine use it, so benchmarks show what the Numba kernels buy. Only im2col/col2im differ;
-the other kernels are the Numba ones.
+the other kernels are the Numba ones. The whole batch is one chunk: one im2col, one GEMM per group.
 """
 from .cpu import (max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,  # noqa: F401
                   affine_warp, dropout_mask, adam_update, sgd_update, batch_norm_forward, batch_norm_backward)
 from .im2col import im2col_numpy as im2col, col2im_numpy as col2im  # noqa: F401
+
+
+def batch_chunks(N, bytes_per_image):
+    """The whole batch as one chunk."""
+    return [(0, N)]
+
+
+def map_chunks(fn, chunks):
+    return [fn(n0, n1) for n0, n1 in chunks]

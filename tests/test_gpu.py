@@ -325,24 +325,35 @@ def test_host_emulated_dropout_mask_equals_the_cpu_mask_for_the_same_generator(h
 
 
 @needs_cxx
-def test_host_emulated_dropout_threshold_is_the_one_numpy_uses(host_gpu):
-    """u == float32(p) exactly: NumPy compares in float32 (keep), a double comparison with p = 0.7 would drop it."""
+def test_host_emulated_dropout_threshold_is_float32_p(host_gpu):
+    """u == float32(p) exactly is kept (u >= p in float32); a double comparison with p = 0.7 would drop it."""
     p = 0.7
-    u = np.full(4, np.float32(p), dtype=np.float32)  # right at the threshold
-    mask = host_gpu.dropout_mask((4,), p, _GeneratorReturning(u), np.float32)
-    np.testing.assert_array_equal(mask, cpu.dropout_mask((4,), p, _GeneratorReturning(u), np.float32))
+    k = int(np.float32(p) * np.float32(2 ** 24))  # float32(0.7) is k * 2^-24: a value the generator can produce
+    word = np.uint64(k << 8) | (np.uint64(k << 8) << np.uint64(32))  # both 32-bit halves give u = float32(p)
+    gen = _GeneratorWithRawBits(np.full(2, word, dtype=np.uint64))
+    mask = host_gpu.dropout_mask((4,), p, gen, np.float32)
+    np.testing.assert_array_equal(mask, cpu.dropout_mask((4,), p, gen, np.float32))
     assert (mask > 0).all()
 
 
-class _GeneratorReturning(np.random.Generator):
-    """A NumPy Generator whose random() returns fixed numbers (to put values exactly on the threshold)."""
+class _FixedBits:
+    def __init__(self, words):
+        self.words = words
 
-    def __init__(self, values):
+    def random_raw(self, size=None):
+        return self.words[:size].copy()
+
+
+class _GeneratorWithRawBits(np.random.Generator):
+    """A NumPy Generator whose raw 64-bit output is fixed (to put values exactly on the threshold)."""
+
+    def __init__(self, words):
         super().__init__(np.random.PCG64(0))
-        self.values = values
+        self._fixed = _FixedBits(words)
 
-    def random(self, size=None, dtype=np.float64, out=None):
-        return np.asarray(self.values, dtype=dtype).reshape(size)
+    @property
+    def bit_generator(self):
+        return self._fixed
 
 
 @needs_cxx

@@ -196,3 +196,13 @@ def test_dropout_gradient_equals_the_mask(dtype):
     mask = y.data / x_np          # 0 or 1/(1-p)
     np.testing.assert_allclose(np.unique(np.round(mask, 5)), [0, round(1 / (1 - p), 5)])
     np.testing.assert_allclose(x.grad, gy * mask, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+def test_dropout_mask_thresholds_numpys_own_float32_uniforms():
+    """The Numba mask reads raw bits; it must equal thresholding generator.random(dtype=float32) for a fresh generator."""
+    from minicnn.kernels.dropout import dropout_mask, uniform_float32
+    u = np.random.default_rng(3).random((7, 11, 13), dtype=np.float32)
+    np.testing.assert_array_equal(uniform_float32(np.random.default_rng(3), (7, 11, 13)), u)
+    for p in (0.1, 0.5, 0.9):
+        expected = (u >= np.float32(p)).astype(np.float32) * np.float32(1 / (1 - p))
+        np.testing.assert_array_equal(dropout_mask((7, 11, 13), p, np.random.default_rng(3)), expected)

@@ -22,7 +22,13 @@ def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
 
 
 class Conv2d(Function):
-    """Forward: col = im2col(x); y = W @ col per group. Backward: gW = gy @ col^T; gcol = W^T @ gy; gx = col2im(gcol)."""
+    """Forward: col = im2col(x); y = W @ col per group. Backward: gW = gy @ col^T; gcol = W^T @ gy; gx = col2im(gcol).
+
+    The batch is processed in chunks of images chosen by the backend (`batch_chunks`): on the CPU,
+    chunks small enough that their column matrix stays in the cache, run on a pool of threads
+    (`map_chunks`); on the GPU, the whole batch at once. The column matrix is not kept for backward:
+    recomputing a chunk's im2col costs less than writing and re-reading the whole batch's.
+    """
 
     def __init__(self, stride, padding, dilation, groups):
         (self.SH, self.SW), (self.PH, self.PW), (self.DH, self.DW) = stride, padding, dilation
@@ -32,34 +38,47 @@ class Conv2d(Function):
         """A 1x1 kernel with stride 1 and no padding needs no im2col: it is a matmul over channels."""
         return KH == KW == 1 and self.SH == self.SW == 1 and self.PH == self.PW == 0
 
-    def forward(self, x, w, b=None):
-        N, C, H, W = x.shape
-        OC, Cg, KH, KW = w.shape
-        G = self.G
+    def _geometry(self):
+        N, C, H, W = self.x.shape
+        OC, Cg, KH, KW = self.w.shape
         OH = conv_output_size(H, KH, self.SH, self.PH, self.DH)
         OW = conv_output_size(W, KW, self.SW, self.PW, self.DW)
-        self.x_shape = x.shape
-        self.w = w
+        return N, C, H, W, OC, Cg, KH, KW, OH, OW
+
+    def _columns(self, K, n0, n1):
+        """The column matrix of images n0..n1-1, as G matrices (C/G*KH*KW, (n1-n0)*OH*OW)."""
+        N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
+        col = K.im2col(self.x[n0:n1], KH, KW, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
+        return col.reshape(self.G, Cg * KH * KW, (n1 - n0) * OH * OW)
+
+    def _chunks(self, K):
+        N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
+        return K.batch_chunks(N, C * KH * KW * OH * OW * self.x.dtype.itemsize)
+
+    def forward(self, x, w, b=None):
+        self.x, self.w = x, w
+        N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
+        G = self.G
+        xp, K = get_array_module(x), kernels_for(x)
         wg = w.reshape(G, OC // G, Cg * KH * KW)
         if self._is_pointwise(KH, KW):
-            self.x = x
             y = wg @ x.reshape(N, G, Cg, H * W)  # (G, OC/G, C/G) @ (N, G, C/G, HW) -> (N, G, OC/G, HW)
             y = y.reshape(N, OC, OH, OW)
-        else:
-            K = kernels_for(x)
-            self.col = K.im2col(x, KH, KW, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
-            colg = self.col.reshape(G, Cg * KH * KW, N * OH * OW)
-            y = wg @ colg  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, N*OH*OW)
-            y = y.reshape(OC, N, OH, OW).transpose(1, 0, 2, 3)
-        if b is not None:
-            y = y + b.reshape(1, OC, 1, 1)
-        return get_array_module(y).ascontiguousarray(y)
+            return y if b is None else y + b.reshape(1, OC, 1, 1)
+        y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
+
+        def chunk(n0, n1):  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*OW)
+            yc = (wg @ self._columns(K, n0, n1)).reshape(OC, n1 - n0, OH, OW)
+            if b is not None:
+                yc += b.reshape(OC, 1, 1, 1)
+            y[n0:n1] = yc.transpose(1, 0, 2, 3)
+        K.map_chunks(chunk, self._chunks(K))
+        return y
 
     def backward(self, gy):
-        N, C, H, W = self.x_shape
-        OC, Cg, KH, KW = self.w.shape
+        N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
         G = self.G
-        OH, OW = gy.shape[2], gy.shape[3]
+        xp, K = get_array_module(gy), kernels_for(gy)
         wg = self.w.reshape(G, OC // G, Cg * KH * KW)
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         gb = gy.sum(axis=(0, 2, 3)) if len(self.needs_input_grad) > 2 and self.needs_input_grad[2] else None
@@ -72,16 +91,27 @@ class Conv2d(Function):
             if need_x:
                 gx = (wg.swapaxes(-1, -2) @ gyg).reshape(N, C, H, W)
             return gx, gw, gb
-        xp = get_array_module(gy)
-        gy_mat = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(G, OC // G, N * OH * OW)
-        if need_w:
-            colg = self.col.reshape(G, Cg * KH * KW, N * OH * OW)
-            # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of the
-            # skinny product about twice as fast (benchmarks/README.md)
-            gw = (colg @ gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2).reshape(self.w.shape)
         if need_x:
-            gcol = (wg.swapaxes(-1, -2) @ gy_mat).reshape(C, KH, KW, N, OH, OW)
-            gx = kernels_for(gy).col2im(gcol, H, W, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
+            gx = xp.empty((N, C, H, W), dtype=gy.dtype)
+
+        def chunk(n0, n1):
+            m = n1 - n0
+            gy_mat = xp.ascontiguousarray(gy[n0:n1].transpose(1, 0, 2, 3)).reshape(G, OC // G, m * OH * OW)
+            part = None
+            if need_w:
+                # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of
+                # the skinny product about twice as fast (benchmarks/README.md)
+                part = (self._columns(K, n0, n1) @ gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2)
+            if need_x:
+                gcol = (wg.swapaxes(-1, -2) @ gy_mat).reshape(C, KH, KW, m, OH, OW)
+                gx[n0:n1] = K.col2im(gcol, H, W, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
+            return part
+        parts = K.map_chunks(chunk, self._chunks(K))
+        if need_w:
+            gw = parts[0]
+            for part in parts[1:]:  # summed in chunk order: the same result whatever thread finished first
+                gw = gw + part
+            gw = gw.reshape(self.w.shape)
         return gx, gw, gb
 
 

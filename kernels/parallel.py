@@ -1,0 +1,49 @@
+"""Batch parallelism on the CPU: split N images into cache-sized chunks and run the chunks on a pool of threads.
+
+A convolution's column matrix for the whole batch is large (eip4's second layer: 144 x 73,728 floats,
+42 MB), and every pass over it is paid in memory bandwidth. Cut the batch into chunks whose column
+matrix fits in a core's cache (CACHE_BYTES), and im2col, the matrix product and col2im of one chunk
+all run from the cache. The chunks are independent, so threads take them in parallel: the Numba
+kernels release the GIL and BLAS runs single-threaded inside each of them (minicnn/__init__.py sets
+OPENBLAS_NUM_THREADS=1 unless you set it), so the two kinds of threads never fight over the cores.
+Results come back in chunk order, so sums over chunks are deterministic.
+"""
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+CACHE_BYTES = 1 << 20
+_pool = None
+
+
+def batch_chunks(N, bytes_per_image):
+    """[(n0, n1), ...] covering range(N): chunks of about CACHE_BYTES, and at least one per thread."""
+    per_chunk = max(1, CACHE_BYTES // max(1, bytes_per_image))
+    per_chunk = min(per_chunk, max(1, -(-N // numba.get_num_threads())))
+    return [(n0, min(N, n0 + per_chunk)) for n0 in range(0, N, per_chunk)]
+
+
+def map_chunks(fn, chunks):
+    """[fn(n0, n1) for each chunk], computed by up to numba.get_num_threads() threads, in chunk order."""
+    global _pool
+    threads = numba.get_num_threads()
+    if threads == 1 or len(chunks) == 1:
+        return [fn(n0, n1) for n0, n1 in chunks]
+    if _pool is None or _pool._max_workers != threads:
+        single_threaded_blas()
+        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="minicnn")
+    return list(_pool.map(lambda c: fn(*c), chunks))
+
+
+def single_threaded_blas():
+    """Limit BLAS to one thread now, with threadpoolctl when it is installed (the dev extra has it).
+
+    Without threadpoolctl only OPENBLAS_NUM_THREADS=1, set by minicnn/__init__.py before NumPy loads,
+    does this; a NumPy imported earlier keeps its multi-threaded BLAS and convolutions run slower.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(1, user_api="blas")
+    return True

@@ -127,3 +127,44 @@ def test_example_script_trains_saves_and_resumes(tmp_path, monkeypatch, capsys):
     # --resume continues the same run; asking for more epochs there is the run's own setting, so it ends at once
     assert example.main(["--resume", save, "--no-progress"]) == 0
     assert "resumed from" in capsys.readouterr().out
+
+
+def test_ctrl_c_saves_and_resume_ends_where_an_uninterrupted_run_does(tmp_path, monkeypatch, capsys):
+    """A real SIGINT in the middle of an epoch: the batch finishes, a checkpoint is saved, --resume completes it."""
+    import signal
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        import mnist as example
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(example, "load_mnist", lambda data_dir=None: read_mnist_folder(SUBSET))
+    previous_handler = signal.getsignal(signal.SIGINT)
+    common = ["--epochs", "2", "--train-limit", "384", "--no-progress"]
+    try:
+        straight = str(tmp_path / "straight.ckpt")
+        assert example.main(common + ["--save", straight]) == 0
+
+        calls = {"n": 0}
+        original = Trainer.train_step
+
+        def interrupt_at_batch_5(self, xb, yb):
+            calls["n"] += 1
+            if calls["n"] == 5:
+                signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends; the handler only sets a flag
+            return original(self, xb, yb)
+        monkeypatch.setattr(Trainer, "train_step", interrupt_at_batch_5)
+        stopped = str(tmp_path / "stopped.ckpt")
+        assert example.main(common + ["--save", stopped]) == 130
+        state = load_checkpoint(stopped)["trainer"]
+        assert (state["epoch"], state["batch"]) == (1, 2)  # 3 batches an epoch: stopped inside the second
+        monkeypatch.setattr(Trainer, "train_step", original)
+        assert example.main(["--resume", stopped, "--no-progress"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    out = capsys.readouterr().out
+    assert "interrupted: finishing this batch" in out and "resumed from" in out
+    a, b = load_checkpoint(straight)["trainer"], load_checkpoint(stopped)["trainer"]
+    assert b["epoch"] == 2
+    for name in a["model"]:
+        np.testing.assert_array_equal(a["model"][name], b["model"][name], err_msg=name)
+    assert [h["test_accuracy"] for h in a["history"]] == [h["test_accuracy"] for h in b["history"]]

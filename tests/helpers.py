@@ -3,6 +3,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from hypothesis import assume, strategies as st
 
 import minicnn.functional as F
 from minicnn import Tensor, no_grad
@@ -83,3 +84,16 @@ def torch_module():
     import torch
     torch.set_num_threads(1)
     return torch
+
+
+@st.composite
+def unfold_cases(draw, max_batch=3, max_channels=3, max_size=8, max_kernel=4, max_padding=3, max_dilation=3):
+    """(N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, seed) with the dilated kernel fitting the padded input."""
+    N, C = draw(st.integers(1, max_batch)), draw(st.integers(1, max_channels))
+    H, W = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
+    KH, KW = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    PH, PW = draw(st.integers(0, max_padding)), draw(st.integers(0, max_padding))
+    DH, DW = draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation))
+    assume(DH * (KH - 1) + 1 <= H + 2 * PH and DW * (KW - 1) + 1 <= W + 2 * PW)
+    return N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, draw(st.integers(0, 2 ** 31 - 1))

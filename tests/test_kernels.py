@@ -4,25 +4,13 @@
 """
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from minicnn.kernels import cpu
 from minicnn.kernels.im2col import col2im_numpy, im2col_numpy, out_size
+from helpers import unfold_cases
 
 SETTINGS = settings(max_examples=40, deadline=None)
-
-
-@st.composite
-def unfold_cases(draw):
-    """(N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, seed) with the dilated kernel fitting the padded input."""
-    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    H, W = draw(st.integers(1, 8)), draw(st.integers(1, 8))
-    KH, KW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    SH, SW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    PH, PW = draw(st.integers(0, 3)), draw(st.integers(0, 3))
-    DH, DW = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    assume(DH * (KH - 1) + 1 <= H + 2 * PH and DW * (KW - 1) + 1 <= W + 2 * PW)
-    return N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, draw(st.integers(0, 2 ** 31 - 1))
 
 
 def im2col_by_definition(x, KH, KW, SH, SW, PH, PW, DH, DW):

@@ -178,10 +178,6 @@ def col2im(col, H, W, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
 
 
 # ---- pool.cu ---------------------------------------------------------------------------------------
-def _pool_out(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
-
-
 def _pool_checks(op, KH, KW, SH, SW, PH, PW):
     _check_ints(op, positive=(("KH", KH), ("KW", KW), ("SH", SH), ("SW", SW)),
                 non_negative=(("PH", PH), ("PW", PW)))
@@ -192,7 +188,7 @@ def max_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
     x = _float_array(x, "x", "max_pool2d_forward", 4)
     _pool_checks("max_pool2d_forward", KH, KW, SH, SW, PH, PW)
     N, C, H, W = x.shape
-    OH, OW = _pool_out(H, KH, SH, PH), _pool_out(W, KW, SW, PW)
+    OH, OW = out_size(H, KH, SH, PH), out_size(W, KW, SW, PW)
     _output_size("max_pool2d_forward", H, W, OH, OW, f"KH={KH}, KW={KW}, SH={SH}, SW={SW}, PH={PH}, PW={PW}")
     y = cp.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = cp.empty((N, C, OH, OW), dtype=np.int32)
@@ -215,9 +211,9 @@ def max_pool2d_backward(gy, argmax, H, W, KH, KW, SH, SW, PH=0, PW=0):
     _check_ints("max_pool2d_backward", positive=(("H", H), ("W", W)))
     _pool_checks("max_pool2d_backward", KH, KW, SH, SW, PH, PW)
     N, C, OH, OW = gy.shape
-    if (_pool_out(H, KH, SH, PH), _pool_out(W, KW, SW, PW)) != (OH, OW):
+    if (out_size(H, KH, SH, PH), out_size(W, KW, SW, PW)) != (OH, OW):
         raise ValueError(f"max_pool2d_backward (GPU): a {KH}x{KW} window with stride {SH}x{SW} and padding "
-                         f"{PH}x{PW} over {H}x{W} gives {_pool_out(H, KH, SH, PH)}x{_pool_out(W, KW, SW, PW)} "
+                         f"{PH}x{PW} over {H}x{W} gives {out_size(H, KH, SH, PH)}x{out_size(W, KW, SW, PW)} "
                          f"outputs, but gy is {OH}x{OW}")
     plain = cp.ascontiguousarray(argmax.astype(np.int32, copy=False))
     gx = cp.empty((N, C, H, W), dtype=gy.dtype)
@@ -231,7 +227,7 @@ def avg_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
     x = _float_array(x, "x", "avg_pool2d_forward", 4)
     _pool_checks("avg_pool2d_forward", KH, KW, SH, SW, PH, PW)
     N, C, H, W = x.shape
-    OH, OW = _pool_out(H, KH, SH, PH), _pool_out(W, KW, SW, PW)
+    OH, OW = out_size(H, KH, SH, PH), out_size(W, KW, SW, PW)
     _output_size("avg_pool2d_forward", H, W, OH, OW, f"KH={KH}, KW={KW}, SH={SH}, SW={SW}, PH={PH}, PW={PW}")
     y = cp.empty((N, C, OH, OW), dtype=x.dtype)
     _launch(_function("pool", "avg_pool2d_forward_" + _SUFFIX[x.dtype]), y.size,
@@ -302,13 +298,8 @@ def dropout_mask(shape, p, generator, dtype=np.float32):
 
 
 # ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one cuBLAS GEMM per group) -----
-def batch_chunks(N, bytes_per_image):
-    """The whole batch as one chunk: the GPU has the parallelism and the memory for it."""
-    return [(0, N)]
-
-
-def map_chunks(fn, chunks):
-    return [fn(n0, n1) for n0, n1 in chunks]
+# The whole batch as one chunk: the GPU has the parallelism and the memory for it.
+from .parallel import whole_batch as batch_chunks, in_order as map_chunks  # noqa: E402,F401
 
 
 # ---- batch norm (CuPy array expressions; the formulas of kernels/batchnorm.py) ----------------------

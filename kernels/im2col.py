@@ -23,8 +23,8 @@ import numpy as np
 from numba import njit
 
 
-def out_size(size, k, s, p, d):
-    """Output length of a convolution along one axis."""
+def out_size(size, k, s=1, p=0, d=1):
+    """Output length of a sliding window along one axis: (size + 2p - d(k-1) - 1) // s + 1 (pooling: d = 1)."""
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 

@@ -23,12 +23,22 @@ def batch_chunks(N, bytes_per_image):
     return [(n0, min(N, n0 + per_chunk)) for n0 in range(0, N, per_chunk)]
 
 
+def whole_batch(N, bytes_per_image):
+    """One chunk: the whole batch (the GPU backend and the plain-NumPy backend schedule this way)."""
+    return [(0, N)]
+
+
+def in_order(fn, chunks):
+    """[fn(n0, n1) for each chunk], one after the other on the calling thread."""
+    return [fn(n0, n1) for n0, n1 in chunks]
+
+
 def map_chunks(fn, chunks):
     """[fn(n0, n1) for each chunk], computed by up to numba.get_num_threads() threads, in chunk order."""
     global _pool
     threads = numba.get_num_threads()
     if threads == 1 or len(chunks) == 1:
-        return [fn(n0, n1) for n0, n1 in chunks]
+        return in_order(fn, chunks)
     if _pool is None or _pool._max_workers != threads:
         single_threaded_blas()
         _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="minicnn")

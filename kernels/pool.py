@@ -17,6 +17,8 @@ Avg pool:  y = (sum of the window, padding counted as zeros) / (KH * KW).
 import numpy as np
 from numba import njit, prange
 
+from .im2col import out_size
+
 
 @njit(cache=True, parallel=True)
 def _max_forward(x, KH, KW, SH, SW, PH, PW, y, argmax):
@@ -99,14 +101,10 @@ def _avg_backward(gy, KH, KW, SH, SW, PH, PW, gx):
                                 gx[n, c, ih, iw] += g
 
 
-def _out(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
-
-
 def max_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
     """x (N, C, H, W) -> (y (N, C, OH, OW), argmax int32 (N, C, OH, OW)) by the rule in the module docstring."""
     N, C, H, W = x.shape
-    OH, OW = _out(H, KH, SH, PH), _out(W, KW, SW, PW)
+    OH, OW = out_size(H, KH, SH, PH), out_size(W, KW, SW, PW)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW), dtype=np.int32)
     _max_forward(np.ascontiguousarray(x), KH, KW, SH, SW, PH, PW, y, argmax)
@@ -128,7 +126,7 @@ def max_pool2d_backward(gy, argmax, H, W, KH, KW, SH, SW, PH=0, PW=0):
 def avg_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
     """x (N, C, H, W) -> y (N, C, OH, OW): window means, padding counted as zeros."""
     N, C, H, W = x.shape
-    y = np.empty((N, C, _out(H, KH, SH, PH), _out(W, KW, SW, PW)), dtype=x.dtype)
+    y = np.empty((N, C, out_size(H, KH, SH, PH), out_size(W, KW, SW, PW)), dtype=x.dtype)
     _avg_forward(np.ascontiguousarray(x), KH, KW, SH, SW, PH, PW, y)
     return y
 

@@ -7,12 +7,4 @@ the other kernels are the Numba ones. The whole batch is one chunk: one im2col, 
 from .cpu import (max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,  # noqa: F401
                   affine_warp, dropout_mask, adam_update, sgd_update, batch_norm_forward, batch_norm_backward)
 from .im2col import im2col_numpy as im2col, col2im_numpy as col2im  # noqa: F401
-
-
-def batch_chunks(N, bytes_per_image):
-    """The whole batch as one chunk."""
-    return [(0, N)]
-
-
-def map_chunks(fn, chunks):
-    return [fn(n0, n1) for n0, n1 in chunks]
+from .parallel import whole_batch as batch_chunks, in_order as map_chunks  # noqa: F401

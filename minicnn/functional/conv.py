@@ -13,12 +13,13 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module, kernels_for
+from ..kernels.im2col import out_size
 from .checks import check_float_4d, non_negative_pair, positive_pair
 
 
 def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
     """Output length along one axis: (size + 2*padding - dilation*(kernel-1) - 1) // stride + 1."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    return out_size(size, kernel, stride, padding, dilation)
 
 
 class Conv2d(Function):

@@ -33,7 +33,7 @@ if _n:
 import minicnn  # noqa: E402
 import minicnn.backend  # noqa: E402
 from minicnn import optim  # noqa: E402
-from minicnn.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from minicnn.checkpoint import atomic_write, load_checkpoint, save_checkpoint  # noqa: E402
 from minicnn.data import load_mnist  # noqa: E402
 from minicnn.models import get_model, RECIPES  # noqa: E402
 from minicnn.nn import summary  # noqa: E402
@@ -139,10 +139,7 @@ def main(argv=None):
         if record["test_accuracy"] > best:
             best = record["test_accuracy"]
             save(best_path)
-        tmp = history_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(trainer.history, f, indent=1)
-        os.replace(tmp, history_path)
+        atomic_write(history_path, lambda f: json.dump(trainer.history, f, indent=1), mode="w")
     final = trainer.history[-1]["test_accuracy"]
     print(f"final test accuracy {final:.4f}  best {best:.4f} (epoch "
           f"{max(trainer.history, key=lambda h: h['test_accuracy'])['epoch']})  "

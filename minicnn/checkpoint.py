@@ -11,15 +11,16 @@ import tempfile
 FORMAT = "minicnn-checkpoint-1"
 
 
-def save_checkpoint(path, state):
-    """Write dict `state` to `path` atomically: a killed process leaves the old file or the new one, never half."""
+def atomic_write(path, write, mode="wb"):
+    """Call write(file) on a temporary file beside `path`, then rename it into place: a killed process leaves
+    the old file or the new one, never half of one."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump({"format": FORMAT, **state}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -27,6 +28,11 @@ def save_checkpoint(path, state):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_checkpoint(path, state):
+    """Write dict `state` to `path` atomically."""
+    atomic_write(path, lambda f: pickle.dump({"format": FORMAT, **state}, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def load_checkpoint(path):

@@ -15,7 +15,7 @@ from . import random as mrandom
 from .autograd import no_grad
 from .backend import get_array_module, to_device
 from .data.augment import random_affine
-from .data.loader import DataLoader, epoch_seed
+from .data.loader import DataLoader, epoch_seed, to_float_images
 from .progress import progress
 from .tensor import Tensor
 
@@ -142,5 +142,4 @@ class Trainer:
 
 def to_device_dataset(x_uint8, y, device):
     """uint8 images (N, 28, 28) and labels -> float32 (N, 1, 28, 28) in [0, 1] and int64 labels, on `device`."""
-    x = (x_uint8[:, None].astype(np.float32) / np.float32(255.0))
-    return to_device(x, device), to_device(y.astype(np.int64), device)
+    return to_device(to_float_images(x_uint8), device), to_device(y.astype(np.int64), device)

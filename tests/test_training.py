@@ -24,6 +24,21 @@ def subset():
     return to_device_dataset(xtr, ytr, "cpu"), to_device_dataset(xte, yte, "cpu")
 
 
+@pytest.fixture
+def example(monkeypatch):
+    """examples/mnist.py as a module, reading the committed subset; the SIGINT handler its main() installs is undone."""
+    import signal
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        import mnist
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(mnist, "load_mnist", lambda data_dir=None: read_mnist_folder(SUBSET))
+    handler = signal.getsignal(signal.SIGINT)
+    yield mnist
+    signal.signal(signal.SIGINT, handler)
+
+
 def make_trainer(train, test, seed=0, n_train=None, bn_momentum=None, augment=None):
     minicnn.manual_seed(seed)
     model = eip4()
@@ -107,13 +122,7 @@ def test_foreign_or_damaged_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(other)
 
 
-def test_example_script_trains_saves_and_resumes(tmp_path, monkeypatch, capsys):
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    try:
-        import mnist as example
-    finally:
-        sys.path.pop(0)
-    monkeypatch.setattr(example, "load_mnist", lambda data_dir=None: read_mnist_folder(SUBSET))
+def test_example_script_trains_saves_and_resumes(example, tmp_path, capsys):
     save = str(tmp_path / "run.ckpt")
     args = ["--epochs", "1", "--train-limit", "256", "--save", save, "--no-progress"]
     assert example.main(args) == 0
@@ -129,38 +138,28 @@ def test_example_script_trains_saves_and_resumes(tmp_path, monkeypatch, capsys):
     assert "resumed from" in capsys.readouterr().out
 
 
-def test_ctrl_c_saves_and_resume_ends_where_an_uninterrupted_run_does(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_saves_and_resume_ends_where_an_uninterrupted_run_does(example, tmp_path, monkeypatch, capsys):
     """A real SIGINT in the middle of an epoch: the batch finishes, a checkpoint is saved, --resume completes it."""
     import signal
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    try:
-        import mnist as example
-    finally:
-        sys.path.pop(0)
-    monkeypatch.setattr(example, "load_mnist", lambda data_dir=None: read_mnist_folder(SUBSET))
-    previous_handler = signal.getsignal(signal.SIGINT)
     common = ["--epochs", "2", "--train-limit", "384", "--no-progress"]
-    try:
-        straight = str(tmp_path / "straight.ckpt")
-        assert example.main(common + ["--save", straight]) == 0
+    straight = str(tmp_path / "straight.ckpt")
+    assert example.main(common + ["--save", straight]) == 0
 
-        calls = {"n": 0}
-        original = Trainer.train_step
+    calls = {"n": 0}
+    original = Trainer.train_step
 
-        def interrupt_at_batch_5(self, xb, yb):
-            calls["n"] += 1
-            if calls["n"] == 5:
-                signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends; the handler only sets a flag
-            return original(self, xb, yb)
-        monkeypatch.setattr(Trainer, "train_step", interrupt_at_batch_5)
-        stopped = str(tmp_path / "stopped.ckpt")
-        assert example.main(common + ["--save", stopped]) == 130
-        state = load_checkpoint(stopped)["trainer"]
-        assert (state["epoch"], state["batch"]) == (1, 2)  # 3 batches an epoch: stopped inside the second
-        monkeypatch.setattr(Trainer, "train_step", original)
-        assert example.main(["--resume", stopped, "--no-progress"]) == 0
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
+    def interrupt_at_batch_5(self, xb, yb):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends; the handler only sets a flag
+        return original(self, xb, yb)
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_batch_5)
+    stopped = str(tmp_path / "stopped.ckpt")
+    assert example.main(common + ["--save", stopped]) == 130
+    state = load_checkpoint(stopped)["trainer"]
+    assert (state["epoch"], state["batch"]) == (1, 2)  # 3 batches an epoch: stopped inside the second
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert example.main(["--resume", stopped, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "interrupted: finishing this batch" in out and "resumed from" in out
     a, b = load_checkpoint(straight)["trainer"], load_checkpoint(stopped)["trainer"]

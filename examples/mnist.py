@@ -49,7 +49,11 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="MNIST folder (default: $MINICNN_DATA or the user cache folder)")
-    p.add_argument("--augment", action="store_true", default=None, help="random affine augmentation")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random affine augmentation (default: the recipe's; on for compact and tiny)")
+    p.add_argument("--validation", type=int, default=0, metavar="N",
+                   help="hold out the last N training images and evaluate on them instead of the test set "
+                        "(for tuning a recipe without looking at the test set; 5000 is usual)")
     p.add_argument("--save", help="last checkpoint path (default runs/MODEL-seedSEED.ckpt); the best goes "
                                   "beside it as *.best.ckpt and the history as *.history.json")
     p.add_argument("--resume", help="checkpoint to continue from")
@@ -100,17 +104,24 @@ def main(argv=None):
         for key, value in resume_state["args"].items():
             if key not in ("resume", "device", "data_dir", "no_progress", "save", "threads"):
                 setattr(args, key, value)
-    args.save = args.save or (resume_state["args"]["save"] if resume_state else f"runs/{args.model}-seed{args.seed}.ckpt")
+    args.save = args.save or (resume_state["args"]["save"] if resume_state else f"runs/{args.model}-seed{args.seed}{'-val' if args.validation else ''}.ckpt")
     best_path, history_path = side_paths(args.save)
 
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir)
+    if args.validation:
+        if not 0 < args.validation < len(x_train):
+            raise SystemExit(f"--validation {args.validation}: must be between 1 and {len(x_train) - 1}")
+        x_test, y_test = x_train[-args.validation:], y_train[-args.validation:]
+        x_train, y_train = x_train[:-args.validation], y_train[:-args.validation]
     if args.train_limit:
         x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
     train = to_device_dataset(x_train, y_train, args.device)
     test = to_device_dataset(x_test, y_test, args.device)
     trainer, recipe = build(args, train, test)
     summary(trainer.model, (1, 28, 28))
-    print(f"recipe: {json.dumps(recipe)}  device: {args.device}  seed: {args.seed}")
+    split = "val" if args.validation else "test"
+    print(f"recipe: {json.dumps(recipe)}  device: {args.device}  seed: {args.seed}  "
+          f"train {len(train[0])} images, evaluated on {len(test[0])} {split} images")
     if resume_state is not None:
         trainer.load_state_dict(resume_state["trainer"])
         print(f"resumed from {args.resume}: epoch {trainer.epoch + 1}, batch {trainer.batch}")
@@ -133,7 +144,7 @@ def main(argv=None):
             print(f"saved {args.save}; continue with: python examples/mnist.py --resume {args.save}")
             return 130
         print(f"Epoch {record['epoch']:2d}/{recipe['epochs']}  loss {record['loss']:.4f}  acc {record['accuracy']:.4f}  "
-              f"test_loss {record['test_loss']:.4f}  test_acc {record['test_accuracy']:.4f}  "
+              f"{split}_loss {record['test_loss']:.4f}  {split}_acc {record['test_accuracy']:.4f}  "
               f"lr {record['lr']:.10f}  {record['seconds']:.1f}s", flush=True)
         save(args.save)
         if record["test_accuracy"] > best:
@@ -141,7 +152,7 @@ def main(argv=None):
             save(best_path)
         atomic_write(history_path, lambda f: json.dump(trainer.history, f, indent=1), mode="w")
     final = trainer.history[-1]["test_accuracy"]
-    print(f"final test accuracy {final:.4f}  best {best:.4f} (epoch "
+    print(f"final {split} accuracy {final:.4f}  best {best:.4f} (epoch "
           f"{max(trainer.history, key=lambda h: h['test_accuracy'])['epoch']})  "
           f"mean epoch {sum(h['seconds'] for h in trainer.history) / len(trainer.history):.1f}s")
     return 0

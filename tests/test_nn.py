@@ -1,10 +1,10 @@
-"""Modules, layers, the eip4 preset and its summary."""
+"""Modules, layers, the model presets and their summaries."""
 import numpy as np
 import pytest
 
 import minicnn
 from minicnn import Tensor, nn
-from minicnn.models import eip4, get_model
+from minicnn.models import PRESETS, RECIPES, eip4, get_model
 
 
 def test_eip4_summary_counts_like_keras():
@@ -33,6 +33,26 @@ def test_summary_counts_dilation_and_stride():
 def test_eip4_output_is_logits_per_class():
     out = eip4()(Tensor(np.zeros((3, 1, 28, 28), np.float32)))
     assert out.shape == (3, 10)
+
+
+@pytest.mark.parametrize("name, limit", [("compact", 8000), ("tiny", 4000)])
+def test_small_presets_stay_under_their_parameter_budget_in_both_countings(name, limit):
+    """Keras counts batch norm's running statistics too; PyTorch counts only what the optimizer updates."""
+    model = get_model(name)
+    s = nn.summary(model, (1, 28, 28), print_fn=None)
+    trainable = sum(p.data.size for p in model.parameters())
+    assert s.trainable == trainable and s.total == trainable + s.non_trainable
+    assert s.total <= limit
+    assert s.receptive_field >= 18   # the global average pool then spans the whole digit
+    out = model(Tensor(np.zeros((2, 1, 28, 28), np.float32)))
+    assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["compact", "tiny"])
+def test_small_presets_recipes_train_with_augmentation_in_at_most_15_epochs(name):
+    recipe = RECIPES[name]
+    assert recipe["augment"] and recipe["epochs"] <= 15 and recipe["schedule"] == "one_cycle"
+    assert set(RECIPES) == set(PRESETS)
 
 
 def test_unknown_model_is_a_clear_error():

@@ -138,6 +138,28 @@ def test_example_script_trains_saves_and_resumes(example, tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
 
 
+def test_example_validation_split_holds_out_the_last_training_images(example, tmp_path, capsys, monkeypatch):
+    """--validation N trains on all but the last N training images and evaluates on those N, never on the test set."""
+    seen = {}
+    original = Trainer.__init__
+
+    def spy(self, model, optimizer, train_data, test_data, **kwargs):
+        seen["train"], seen["eval"] = train_data, test_data
+        original(self, model, optimizer, train_data, test_data, **kwargs)
+    monkeypatch.setattr(Trainer, "__init__", spy)
+    save = str(tmp_path / "val.ckpt")
+    assert example.main(["--model", "tiny", "--epochs", "1", "--validation", "500", "--save", save,
+                         "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "train 3500 images, evaluated on 500 val images" in out and "val_acc" in out
+    assert "final val accuracy" in out and "test_acc" not in out
+    (xtr, ytr), _ = read_mnist_folder(SUBSET)
+    np.testing.assert_array_equal(seen["eval"][1], ytr[-500:])
+    np.testing.assert_array_equal(seen["train"][1], ytr[:-500])
+    with pytest.raises(SystemExit, match="--validation 4000: must be between 1 and 3999"):
+        example.main(["--validation", "4000", "--save", save])
+
+
 def test_ctrl_c_saves_and_resume_ends_where_an_uninterrupted_run_does(example, tmp_path, monkeypatch, capsys):
     """A real SIGINT in the middle of an epoch: the batch finishes, a checkpoint is saved, --resume completes it."""
     import signal

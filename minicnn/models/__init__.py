@@ -1,13 +1,24 @@
 """Model presets with their training recipes: the course's eip4 network, and smaller networks that beat it."""
 from .eip4 import eip4  # noqa: F401
+from .small import compact, tiny  # noqa: F401
 
-PRESETS = {"eip4": eip4}
+PRESETS = {"eip4": eip4, "compact": compact, "tiny": tiny}
+
+# Random affine augmentation: rotation up to 10 degrees, shift up to 10% of the side, scale 0.9 to 1.1.
+AFFINE = dict(degrees=10.0, translate=0.1, scale=(0.9, 1.1))
 
 # The course's recipe (EIP4 week 2): Adam 0.003 (Keras epsilon 1e-7), lr = 0.003 / (1 + 0.319 * epoch),
-# batch 128, 20 epochs, no augmentation. augment_args are used with --augment.
+# batch 128, 20 epochs, no augmentation (augment_args are used with --augment).
+
 RECIPES = {
     "eip4": dict(epochs=20, batch_size=128, lr=0.003, eps=1e-7, schedule="inverse_time", decay=0.319,
-                 augment=False, augment_args=dict(degrees=10.0, translate=0.1, scale=(0.9, 1.1))),
+                 augment=False, augment_args=AFFINE),
+    # The small presets: augmentation always on, Adam under a one-cycle schedule (per batch: cosine warm-up
+    # from max/25 to max over 30% of the steps, then cosine down to max/25e4), 15 epochs.
+    "compact": dict(epochs=15, batch_size=128, lr=0.01, eps=1e-8, schedule="one_cycle",
+                    augment=True, augment_args=AFFINE),
+    "tiny": dict(epochs=15, batch_size=128, lr=0.01, eps=1e-8, schedule="one_cycle",
+                 augment=True, augment_args=AFFINE),
 }
 
 

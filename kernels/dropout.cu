@@ -1,38 +1,48 @@
-/* The dropout mask on the GPU: the CUDA twin of dropout.py (inverted dropout).
+/* Dropout on the GPU: the CUDA twin of dropout.py (inverted dropout, mask from a counter-based hash).
 
 Notation:
-    n      number of values (the mask has the shape of the activations, flattened)
-    u[i]   uniform numbers in [0, 1), float32, drawn beforehand by the generator
-           (cupy.random.Generator.random(shape, dtype=float32) on the device, or a NumPy
-           Generator on the host -- dropout.py's uniform_float32 -- copied to the device)
-    p      drop probability;   scale = 1 / (1 - p), already rounded to the mask's type T
+    n      number of values (the activations or their gradient, flattened)
+    key    64-bit key drawn on the host once per dropout call (minicnn.random.draw_key)
+    T      keep threshold ceil(p * 2^24);   scale = 1 / (1 - p), already rounded to the type T_
 
-    mask[i] = scale  if u[i] >= p,  else 0              (the formula of dropout.py)
+    z       = key + (i + 1) * 0x9E3779B97F4A7C15   (all unsigned 64-bit, wrapping)
+    z       = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+    z       = (z ^ (z >> 27)) * 0x94D049BB133111EB
+    z       = z ^ (z >> 31)
+    keep[i] = (z >> 40) >= T
+    y[i]    = x[i] * (keep[i] ? scale : 0)          (the formulas of dropout.py)
 
-Thread mapping: ONE THREAD PER MASK ENTRY i (grid-stride loop). Each thread reads one u[i] and
-    writes one mask[i]: an elementwise threshold, no interaction between threads.
+Thread mapping: ONE THREAD PER VALUE i (grid-stride loop). Each thread hashes its own index, so no
+random state is shared between threads and the result does not depend on the launch size: the
+forward pass (x = activations) and the backward pass (x = gradient) use the same key and so the
+same mask, and the CPU computes the same bits.
 
-The comparison is done in double against `threshold`, which the Python wrapper sets to exactly
-the value NumPy compares with in dropout.py (NumPy 2 compares a float32 array with a Python float
-in float32, so the wrapper passes float32(p)); hence the same u gives the same mask, bit for bit.
-
-Types: mask float (suffix _f32) or double (suffix _f64); u is always float32, as on the CPU.
+Types: x and y float (suffix _f32) or double (suffix _f64).
 Self-contained on purpose (no #include): NVRTC (CuPy) and nvcc compile exactly this text.
 */
 
-template <typename T>
-__device__ void dropout_mask_impl(const float* __restrict__ u, T* __restrict__ mask,
-                                  double threshold, T scale, long long n)
+__device__ __forceinline__ bool dropout_kept(unsigned long long key, long long i, unsigned long long T)
+{
+    unsigned long long z = key + ((unsigned long long)i + 1ULL) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z = z ^ (z >> 31);
+    return (z >> 40) >= T;
+}
+
+template <typename T_>
+__device__ void dropout_apply_impl(const T_* __restrict__ x, T_* __restrict__ y, unsigned long long key,
+                                   unsigned long long T, T_ scale, long long n)
 {
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
-        mask[i] = ((double)u[i] >= threshold) ? scale : (T)0;
+        y[i] = x[i] * (dropout_kept(key, i, T) ? scale : (T_)0);
 }
 
-extern "C" __global__ void dropout_mask_f32(const float* u, float* mask, double threshold, float scale,
-                                            long long n)
-{ dropout_mask_impl<float>(u, mask, threshold, scale, n); }
+extern "C" __global__ void dropout_apply_f32(const float* x, float* y, unsigned long long key,
+                                             unsigned long long T, float scale, long long n)
+{ dropout_apply_impl<float>(x, y, key, T, scale, n); }
 
-extern "C" __global__ void dropout_mask_f64(const float* u, double* mask, double threshold, double scale,
-                                            long long n)
-{ dropout_mask_impl<double>(u, mask, threshold, scale, n); }
+extern "C" __global__ void dropout_apply_f64(const double* x, double* y, unsigned long long key,
+                                             unsigned long long T, double scale, long long n)
+{ dropout_apply_impl<double>(x, y, key, T, scale, n); }

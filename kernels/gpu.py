@@ -29,7 +29,7 @@ cp = require_gpu()
 from .im2col import out_size  # noqa: E402  (the shared output-size formula; pure Python)
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-           "avg_pool2d_backward", "affine_warp", "dropout_mask", "adam_update", "sgd_update",
+           "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
            "batch_norm_forward", "batch_norm_backward", "batch_chunks", "map_chunks", "cuda_source", "compile_all"]
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -44,7 +44,7 @@ NVRTC_OPTIONS = ("--fmad=false",)
 KERNELS = {
     "im2col": ["im2col", "col2im"],
     "pool": ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"],
-    "dropout": ["dropout_mask"],
+    "dropout": ["dropout_apply"],
     "affine": ["affine_warp"],
     "optim": ["adam_update", "sgd_update"],
 }
@@ -266,35 +266,23 @@ def affine_warp(x, theta):
 
 
 # ---- dropout.cu ------------------------------------------------------------------------------------
-def dropout_mask(shape, p, generator, dtype=np.float32):
-    """The inverted-dropout mask of `shape`: 1/(1-p) where u >= p, else 0, with u uniform float32 from `generator`.
+def dropout_apply(x, p, key):
+    """x * mask(key), elementwise: the mask hashed from (key, index) on the device, never stored (dropout.cu)."""
+    from .dropout import threshold
+    x = cp.ascontiguousarray(x)
+    if x.dtype not in _SUFFIX:
+        raise TypeError(f"dropout_apply (GPU): dtype {x.dtype} is not supported; use float32 or float64")
+    T = threshold(p)
+    y = cp.empty_like(x)
+    if x.size:
+        _launch(_function("dropout", "dropout_apply_" + _SUFFIX[x.dtype]), x.size,
+                (x, y, np.uint64(key), T, x.dtype.type(1.0 / (1.0 - p)), np.int64(x.size)))
+    return y
 
-    `generator` is a cupy.random.Generator (the GPU default, minicnn.random): u is drawn on the device.
-    A numpy.random.Generator also works (e.g. nn.Dropout(seed=...)): u is drawn on the host by
-    dropout.py's uniform_float32 and copied over, so the mask equals the CPU mask for the same seed.
-    """
-    dtype = np.dtype(dtype)
-    if dtype not in _SUFFIX:
-        raise TypeError(f"dropout_mask (GPU): dtype {dtype} is not supported; use float32 or float64")
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout_mask (GPU): p must lie in [0, 1), got {p}")
-    shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
-    if isinstance(generator, np.random.Generator):
-        from .dropout import uniform_float32
-        u = cp.asarray(uniform_float32(generator, shape))
-    elif isinstance(generator, cp.random.Generator):
-        u = generator.random(shape, dtype=np.float32)
-    else:
-        raise TypeError(f"dropout_mask (GPU): generator must be a cupy.random.Generator or a numpy.random.Generator, "
-                        f"got {type(generator).__module__}.{type(generator).__name__}")
-    u = cp.ascontiguousarray(u)
-    # the value NumPy compares u with in dropout.py: float32(p) for a Python float (NumPy 2 casts weak scalars)
-    threshold = float(np.result_type(np.float32, p).type(p))
-    scale = dtype.type(1.0 / (1.0 - p))
-    mask = cp.empty(shape, dtype=dtype)
-    _launch(_function("dropout", "dropout_mask_" + _SUFFIX[dtype]), mask.size,
-            (u, mask, np.float64(threshold), scale, np.int64(mask.size)))
-    return mask
+
+def dropout_mask(shape, p, key, dtype=np.float32):
+    """The mask itself (scale where kept, 0 where dropped): dropout_apply on ones."""
+    return dropout_apply(cp.ones(shape, dtype=dtype), p, key)
 
 
 # ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one cuBLAS GEMM per group) -----

@@ -1,36 +1,39 @@
-"""Seeded randomness: one generator per device, reset by manual_seed, so runs repeat exactly."""
-import numpy as np
+"""Seeded randomness: one NumPy generator on the host, reset by manual_seed, so runs repeat exactly on any device.
 
-from .backend import cupy_module, is_gpu_array
+Weights are drawn on the host and copied to their device; dropout draws only a 64-bit key per call
+here and hashes it on the device (kernels/dropout.py). So one host generator serves the CPU and the
+GPU alike, and its state -- all a checkpoint needs to repeat a run -- is a small dict.
+"""
+import numpy as np
 
 _seed = 0
 _generators = {}
 
 
 def manual_seed(seed):
-    """Seed every default generator (dropout masks, weight initialisation, shuffling defaults)."""
+    """Seed the default generator (weight initialisation, dropout keys)."""
     global _seed
     _seed = int(seed)
     _generators.clear()
 
 
-def new_generator(seed, device="cpu"):
-    """A fresh generator on 'cpu' (numpy.random.Generator) or 'gpu' (cupy.random.Generator)."""
-    if device == "gpu":
-        return cupy_module().random.default_rng(seed)
-    return np.random.default_rng(seed)
+def default_generator():
+    """The default numpy.random.Generator, created from the last manual_seed on first use."""
+    if "cpu" not in _generators:
+        _generators["cpu"] = np.random.default_rng(_seed)
+    return _generators["cpu"]
 
 
-def default_generator(like=None):
-    """The default generator of the device that array `like` lives on."""
-    device = "gpu" if like is not None and is_gpu_array(like) else "cpu"
-    if device not in _generators:
-        _generators[device] = new_generator(_seed, device)
-    return _generators[device]
+def draw_key(generator):
+    """One 64-bit integer from a numpy.random.Generator (a dropout call's only draw: kernels/dropout.py)."""
+    if not isinstance(generator, np.random.Generator):
+        raise TypeError(f"dropout keys come from a numpy.random.Generator, got "
+                        f"{type(generator).__module__}.{type(generator).__name__}")
+    return int(generator.integers(0, 1 << 64, dtype=np.uint64))
 
 
 def get_state():
-    """The state of the CPU default generator (what a checkpoint needs to repeat the same dropout masks)."""
+    """The state of the default generator (what a checkpoint needs to repeat the same dropout masks)."""
     return default_generator().bit_generator.state
 
 

@@ -198,11 +198,26 @@ def test_dropout_gradient_equals_the_mask(dtype):
     np.testing.assert_allclose(x.grad, gy * mask, rtol=1e-6 if dtype == np.float32 else 1e-14)
 
 
-def test_dropout_mask_thresholds_numpys_own_float32_uniforms():
-    """The Numba mask reads raw bits; it must equal thresholding generator.random(dtype=float32) for a fresh generator."""
-    from minicnn.kernels.dropout import dropout_mask, uniform_float32
-    u = np.random.default_rng(3).random((7, 11, 13), dtype=np.float32)
-    np.testing.assert_array_equal(uniform_float32(np.random.default_rng(3), (7, 11, 13)), u)
-    for p in (0.1, 0.5, 0.9):
-        expected = (u >= np.float32(p)).astype(np.float32) * np.float32(1 / (1 - p))
-        np.testing.assert_array_equal(dropout_mask((7, 11, 13), p, np.random.default_rng(3)), expected)
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_dropout_mask_equals_the_plain_numpy_hash(p, dtype):
+    """The one-pass Numba kernel computes the formulas of kernels/dropout.py exactly, for keys of every size."""
+    from minicnn.kernels.dropout import dropout_apply, dropout_mask, dropout_mask_numpy
+    for key in (0, 12345, 2**63 + 7, 2**64 - 1):
+        expected = dropout_mask_numpy((7, 11, 13), p, key, dtype)
+        np.testing.assert_array_equal(dropout_mask((7, 11, 13), p, key, dtype), expected)
+        x = np.random.default_rng(key % 1000).standard_normal((7, 11, 13)).astype(dtype)
+        np.testing.assert_array_equal(dropout_apply(x, p, key), x * expected)
+
+
+def test_dropout_threshold_keeps_a_fraction_one_minus_p_of_the_24_bit_values():
+    from minicnn.kernels.dropout import threshold
+    assert threshold(0.0) == 0 and threshold(0.5) == 2**23 and threshold(0.1) == 1677722  # ceil(0.1 * 2^24)
+    with pytest.raises(ValueError, match="dropout probability must lie in \\[0, 1\\), got 1.0"):
+        threshold(1.0)
+
+
+def test_dropout_keys_come_from_a_numpy_generator():
+    assert mrandom.draw_key(np.random.default_rng(0)) == mrandom.draw_key(np.random.default_rng(0))
+    with pytest.raises(TypeError, match="numpy.random.Generator, got builtins.object"):
+        mrandom.draw_key(object())

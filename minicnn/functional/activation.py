@@ -4,14 +4,16 @@ from ..backend import get_array_module
 
 
 class ReLU(Function):
-    """max(x, 0); the derivative is 1 where x > 0 and 0 elsewhere (0 at the kink x = 0 itself)."""
+    """max(x, 0); the derivative is 1 where x > 0 and 0 elsewhere (0 at the kink x = 0 itself).
+
+    Only the output is kept: y > 0 exactly where x > 0, so the backward pass needs no mask of its own."""
 
     def forward(self, x):
-        self.mask = x > 0
-        return x * self.mask
+        self.y = get_array_module(x).maximum(x, 0)
+        return self.y
 
     def backward(self, gy):
-        return gy * self.mask
+        return gy * (self.y > 0)
 
 
 class Sigmoid(Function):

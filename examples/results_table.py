@@ -46,7 +46,7 @@ def rows(paths):
 
 
 def markdown(table):
-    out = ["| preset | params (Keras) | params (PyTorch) | epochs | final test accuracy per seed | mean | s/epoch |",
+    out = ["| preset | params (Keras) | params (PyTorch) | epochs | final test accuracy per seed | mean | s/epoch as run |",
            "|---|---:|---:|---:|---|---:|---:|"]
     for r in table:
         per_seed = ", ".join(f"{100 * a:.2f}% (seed {s})" for s, a in r["finals"].items())

@@ -14,7 +14,7 @@ import minicnn.random as mrandom
 def _restore_global_state():
     options = np.get_printoptions()
     seed = mrandom._seed
-    cpu_state = mrandom.get_state() if "cpu" in mrandom._generators else None
+    cpu_state = mrandom.get_state() if mrandom._generator is not None else None
     yield
     np.set_printoptions(**options)
     mrandom.manual_seed(seed)

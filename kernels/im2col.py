@@ -16,8 +16,9 @@ pixel it was copied from.
 
 These kernels run on one thread and release the GIL (nogil): conv2d calls them on chunks of a few
 images at a time from a pool of threads (kernels/parallel.py), so each chunk's column matrix stays
-in the cache between im2col and the matrix product that reads it. The plain NumPy versions (`im2col_numpy`, `col2im_numpy`) sit beside
-the Numba kernels; they are the readable reference and the baseline in the benchmarks.
+in the cache between im2col and the matrix product that reads it. The plain NumPy versions
+(`im2col_numpy`, `col2im_numpy`) sit beside the Numba kernels; they are the readable reference and
+the baseline in the benchmarks.
 """
 import numpy as np
 from numba import njit

@@ -7,21 +7,21 @@ GPU alike, and its state -- all a checkpoint needs to repeat a run -- is a small
 import numpy as np
 
 _seed = 0
-_generators = {}
+_generator = None   # created from _seed on first use
 
 
 def manual_seed(seed):
     """Seed the default generator (weight initialisation, dropout keys)."""
-    global _seed
-    _seed = int(seed)
-    _generators.clear()
+    global _seed, _generator
+    _seed, _generator = int(seed), None
 
 
 def default_generator():
     """The default numpy.random.Generator, created from the last manual_seed on first use."""
-    if "cpu" not in _generators:
-        _generators["cpu"] = np.random.default_rng(_seed)
-    return _generators["cpu"]
+    global _generator
+    if _generator is None:
+        _generator = np.random.default_rng(_seed)
+    return _generator
 
 
 def draw_key(generator):

@@ -21,7 +21,7 @@ class Dropout(Function):
 def dropout(x, p=0.5, training=True, generator=None):
     """In training, keep each value with probability 1-p (scaled by 1/(1-p)); in eval, return x unchanged.
 
-    One key per call is drawn from `generator` (a numpy.random.Generator; default: minicnn's CPU
+    One key per call is drawn from `generator` (a numpy.random.Generator; default: minicnn's host
     generator, whatever the device of x), so checkpoints that save the generator repeat the masks.
     """
     if not 0.0 <= p < 1.0:

@@ -71,11 +71,14 @@ def side_paths(save):
 
 def build(args, train, test):
     recipe = dict(RECIPES[args.model])
+    with_augment = recipe.pop("with_augment", {})
+    if args.augment if args.augment is not None else recipe["augment"]:
+        recipe.update(with_augment)   # what changes in the recipe when augmentation is on
     for key in ("epochs", "batch_size", "lr", "augment"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     minicnn.manual_seed(args.seed)
-    model = get_model(args.model).to(args.device)
+    model = get_model(args.model, **recipe.get("model_args", {})).to(args.device)
     opt = optim.Adam(model.parameters(), lr=recipe["lr"], eps=recipe.get("eps", 1e-8))
     epoch_schedule = batch_schedule = None
     kind = recipe["schedule"]

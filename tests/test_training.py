@@ -189,3 +189,17 @@ def test_ctrl_c_saves_and_resume_ends_where_an_uninterrupted_run_does(example, t
     for name in a["model"]:
         np.testing.assert_array_equal(a["model"][name], b["model"][name], err_msg=name)
     assert [h["test_accuracy"] for h in a["history"]] == [h["test_accuracy"] for h in b["history"]]
+
+
+def test_example_augment_switches_eip4_to_its_augmented_recipe(example):
+    """--augment on eip4 drops dropout and uses a one-cycle schedule; an explicit --lr still wins."""
+    data = (np.zeros((8, 1, 28, 28), np.float32), np.zeros(8, np.int64))
+    dropouts = lambda model: {m.p for m in model.modules() if type(m).__name__ == "Dropout"}
+    plain, recipe = example.build(example.parse_args([]), data, data)
+    assert dropouts(plain.model) == {0.1} and recipe["schedule"] == "inverse_time" and recipe["lr"] == 0.003
+    assert plain.batch_schedule is None
+    augmented, recipe = example.build(example.parse_args(["--augment"]), data, data)
+    assert dropouts(augmented.model) == {0.0} and recipe["schedule"] == "one_cycle" and recipe["lr"] == 0.01
+    assert augmented.epoch_schedule is None and augmented.augment is not None
+    _, recipe = example.build(example.parse_args(["--augment", "--lr", "0.005"]), data, data)
+    assert recipe["lr"] == 0.005

@@ -2,7 +2,8 @@
 
     PYTHONPATH=. python benchmarks/conv_bench.py [--threads N] [--repeats R] [--warmup W] [--batch B]
 
-minicnn:  F.conv2d (Numba im2col/col2im + one BLAS GEMM per group; 1x1 stride-1 layers skip im2col).
+minicnn:  F.conv2d (Numba im2col/col2im, on the wide grid for stride 1, + one BLAS GEMM per group; 1x1 stride-1
+          layers skip im2col). A second table times the column kernels alone: classic, NumPy and wide.
 numpy:    the same GEMMs around kernels/im2col.py's plain NumPy im2col_numpy / col2im_numpy (no Numba, no fast path).
 torch:    torch.nn.functional.conv2d on the same thread count (only when PyTorch is installed).
 Every number is the median over R timed repeats after W untimed warm-up runs, float32; the ratios come from the
@@ -199,8 +200,30 @@ def main():
             row = f"{name:<25} {label:<4}" + "".join(f" {1e3 * t:>9.2f}" for t in times)
             row += "".join(f" {t / times[0]:>9.2f}" for t in times[1:])
             print(row, flush=True)
+    column_kernels(args)
     if limiter is not None:
         limiter.unregister()
+
+
+def column_kernels(args):
+    """What the wide grid buys: im2col / col2im of each 3x3 layer, classic (Numba and NumPy) against wide, one thread."""
+    from minicnn.kernels.im2col import col2im, col2im_numpy, col2im_wide, im2col, im2col_numpy, im2col_wide
+    print(f"\ncolumn kernels, whole batch on one thread (ms; the convolution runs them in cache-sized chunks):")
+    header = f"{'layer':<25} {'im2col':>8} {'numpy':>8} {'wide':>8} {'col2im':>8} {'numpy':>8} {'wide':>8}"
+    print(header + "\n" + "-" * len(header))
+    rng = np.random.default_rng(0)
+    for name, C, H, W, OC, K in LAYERS:
+        if K == 1:
+            continue
+        x = rng.standard_normal((args.batch, C, H, W), dtype=np.float32)
+        col, wide = im2col(x, K, K), im2col_wide(x, K, K)
+        gcol = col.copy()
+        gwide = np.zeros_like(wide)
+        gwide[..., :col.shape[-1]] = col
+        times = [median_time(fn, lambda: None, args.repeats, args.warmup) for fn in (
+            lambda _: im2col(x, K, K), lambda _: im2col_numpy(x, K, K), lambda _: im2col_wide(x, K, K),
+            lambda _: col2im(gcol, H, W), lambda _: col2im_numpy(gcol, H, W), lambda _: col2im_wide(gwide, H))]
+        print(f"{name:<25}" + "".join(f" {1e3 * t:>8.2f}" for t in times), flush=True)
 
 
 if __name__ == "__main__":

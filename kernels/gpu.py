@@ -30,7 +30,12 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
-           "batch_norm_forward", "batch_norm_backward", "batch_chunks", "map_chunks", "cuda_source", "compile_all"]
+           "batch_norm_forward", "batch_norm_backward", "batch_chunks", "map_chunks", "cuda_source", "compile_all",
+           "wide_columns"]
+
+# The wide grid of kernels/im2col.py is a CPU cache trick: on the GPU, im2col.cu's thread-per-entry kernel
+# already runs at memory speed, and the wide grid would only add 8-40% garbage columns to the GEMMs.
+wide_columns = False
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 

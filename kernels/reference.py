@@ -8,3 +8,5 @@ from .cpu import (max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, a
                   affine_warp, dropout_apply, dropout_mask, adam_update, sgd_update, batch_norm_forward, batch_norm_backward)
 from .im2col import im2col_numpy as im2col, col2im_numpy as col2im  # noqa: F401
 from .parallel import whole_batch as batch_chunks, in_order as map_chunks  # noqa: F401
+
+wide_columns = False  # the classic column matrix only: the baseline the wide grid is measured against

@@ -234,3 +234,24 @@ def test_conv2d_matches_torch_forward_and_gradients(case):
         np.testing.assert_allclose(gb, bt.grad.numpy(), rtol=RTOL_F64, atol=ATOL_F64)
     OH = F.conv_output_size(case["H"], case["KH"], case["stride"][0], case["padding"][0], case["dilation"][0])
     assert yt.shape[2] == OH
+
+
+@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+@settings(max_examples=25, deadline=None)
+@given(case=conv_cases())
+def test_conv2d_forward_and_gradients_match_the_definition_on_both_cpu_backends(kernels, case):
+    """Numba kernels (stride 1 on the wide grid) and plain NumPy (the classic column matrix), each against the definition."""
+    from minicnn import backend
+    from minicnn.kernels import cpu
+    backend.use_reference_kernels(kernels == "numpy")
+    try:
+        assert backend.kernels_for(np.zeros(1)).wide_columns == (kernels == "numba")
+        x, w, b = make_arrays(case)
+        y, gy, gx, gw, gb = run_conv(x, w, b, hyper(case))
+    finally:
+        backend.use_reference_kernels(False)
+    assert backend.kernels_for(np.zeros(1)) is cpu
+    np.testing.assert_allclose(y, F.conv2d_reference(x, w, b, **hyper(case)), rtol=RTOL_F64, atol=ATOL_F64)
+    rgx, rgw, rgb = reference_grads(x, w, gy, **hyper(case))
+    np.testing.assert_allclose(gx, rgx, rtol=RTOL_F64, atol=ATOL_F64)
+    np.testing.assert_allclose(gw, rgw, rtol=RTOL_F64, atol=ATOL_F64)

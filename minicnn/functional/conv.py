@@ -29,6 +29,11 @@ class Conv2d(Function):
     chunks small enough that their column matrix stays in the cache, run on a pool of threads
     (`map_chunks`); on the GPU, the whole batch at once. The column matrix is not kept for backward:
     recomputing a chunk's im2col costs less than writing and re-reading the whole batch's.
+
+    The columns come on a grid of OH rows by WG columns. Usually WG = OW. With stride 1, a backend
+    that has them (`wide_columns`: the CPU) uses the wide grid, WG = the padded input width
+    (kernels/im2col.py): the outputs with ow >= OW are garbage, dropped in forward and given zero
+    gradient in backward.
     """
 
     def __init__(self, stride, padding, dilation, groups):
@@ -46,15 +51,34 @@ class Conv2d(Function):
         OW = conv_output_size(W, KW, self.SW, self.PW, self.DW)
         return N, C, H, W, OC, Cg, KH, KW, OH, OW
 
-    def _columns(self, K, n0, n1):
-        """The column matrix of images n0..n1-1, as G matrices (C/G*KH*KW, (n1-n0)*OH*OW)."""
-        N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
-        col = K.im2col(self.x[n0:n1], KH, KW, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
-        return col.reshape(self.G, Cg * KH * KW, (n1 - n0) * OH * OW)
+    def _grid_width(self, K):
+        """WG: the padded input width on the wide grid (stride 1, where the backend has it), else OW."""
+        wide = K.wide_columns and self.SH == self.SW == 1
+        return self.x.shape[3] + 2 * self.PW if wide else self._geometry()[-1]
 
-    def _chunks(self, K):
+    def _columns(self, K, n0, n1, WG):
+        """The column matrix of images n0..n1-1 on a grid of width WG, as G matrices (C/G*KH*KW, (n1-n0)*OH*WG)."""
         N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
-        return K.batch_chunks(N, C * KH * KW * OH * OW * self.x.dtype.itemsize)
+        x = self.x[n0:n1]
+        if WG == OW:
+            col = K.im2col(x, KH, KW, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
+        else:
+            if self.PH or self.PW:
+                x = get_array_module(x).pad(x, ((0, 0), (0, 0), (self.PH, self.PH), (self.PW, self.PW)))
+            col = K.im2col_wide(x, KH, KW, self.DH, self.DW)
+        return col.reshape(self.G, Cg * KH * KW, (n1 - n0) * OH * WG)
+
+    def _image_gradient(self, K, gcol):
+        """col2im on the grid gcol (C, KH, KW, m, OH, WG) came on: images' gradient (m, C, H, W)."""
+        N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
+        if gcol.shape[-1] == OW:
+            return K.col2im(gcol, H, W, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
+        gx = K.col2im_wide(gcol, H + 2 * self.PH, self.DH, self.DW)
+        return gx[:, :, self.PH:self.PH + H, self.PW:self.PW + W]
+
+    def _chunks(self, K, WG):
+        N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
+        return K.batch_chunks(N, C * KH * KW * OH * WG * self.x.dtype.itemsize)
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
@@ -67,13 +91,14 @@ class Conv2d(Function):
             y = y.reshape(N, OC, OH, OW)
             return y if b is None else y + b.reshape(1, OC, 1, 1)
         y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
+        WG = self._grid_width(K)
 
-        def chunk(n0, n1):  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*OW)
-            yc = (wg @ self._columns(K, n0, n1)).reshape(OC, n1 - n0, OH, OW)
+        def chunk(n0, n1):  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*WG)
+            yc = (wg @ self._columns(K, n0, n1, WG)).reshape(OC, n1 - n0, OH, WG)[..., :OW]
             if b is not None:
                 yc += b.reshape(OC, 1, 1, 1)
             y[n0:n1] = yc.transpose(1, 0, 2, 3)
-        K.map_chunks(chunk, self._chunks(K))
+        K.map_chunks(chunk, self._chunks(K, WG))
         return y
 
     def backward(self, gy):
@@ -94,20 +119,23 @@ class Conv2d(Function):
             return gx, gw, gb
         if need_x:
             gx = xp.empty((N, C, H, W), dtype=gy.dtype)
+        WG = self._grid_width(K)
 
         def chunk(n0, n1):
             m = n1 - n0
-            gy_mat = xp.ascontiguousarray(gy[n0:n1].transpose(1, 0, 2, 3)).reshape(G, OC // G, m * OH * OW)
+            gy_grid = (xp.zeros if WG != OW else xp.empty)((OC, m, OH, WG), dtype=gy.dtype)
+            gy_grid[..., :OW] = gy[n0:n1].transpose(1, 0, 2, 3)   # the wide grid's garbage outputs: gradient 0
+            gy_mat = gy_grid.reshape(G, OC // G, m * OH * WG)
             part = None
             if need_w:
                 # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of
                 # the skinny product about twice as fast (benchmarks/README.md)
-                part = (self._columns(K, n0, n1) @ gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2)
+                part = (self._columns(K, n0, n1, WG) @ gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2)
             if need_x:
-                gcol = (wg.swapaxes(-1, -2) @ gy_mat).reshape(C, KH, KW, m, OH, OW)
-                gx[n0:n1] = K.col2im(gcol, H, W, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
+                gcol = (wg.swapaxes(-1, -2) @ gy_mat).reshape(C, KH, KW, m, OH, WG)
+                gx[n0:n1] = self._image_gradient(K, gcol)
             return part
-        parts = K.map_chunks(chunk, self._chunks(K))
+        parts = K.map_chunks(chunk, self._chunks(K, WG))
         if need_w:
             gw = parts[0]
             for part in parts[1:]:  # summed in chunk order: the same result whatever thread finished first

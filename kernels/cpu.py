@@ -3,6 +3,7 @@ from .im2col import im2col, col2im, im2col_wide, col2im_wide  # noqa: F401
 from .pool import max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward  # noqa: F401
 from .affine import affine_warp  # noqa: F401
 from .dropout import dropout_apply, dropout_mask  # noqa: F401
+from .relu import relu_forward, relu_backward  # noqa: F401
 from .optim import adam_update, sgd_update  # noqa: F401
 from .batchnorm import batch_norm_forward, batch_norm_backward  # noqa: F401
 from .parallel import batch_chunks, map_chunks  # noqa: F401

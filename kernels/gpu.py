@@ -30,8 +30,8 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
-           "batch_norm_forward", "batch_norm_backward", "batch_chunks", "map_chunks", "cuda_source", "compile_all",
-           "wide_columns"]
+           "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "batch_chunks", "map_chunks",
+           "cuda_source", "compile_all", "wide_columns"]
 
 # The wide grid of kernels/im2col.py is a CPU cache trick: on the GPU, im2col.cu's thread-per-entry kernel
 # already runs at memory speed, and the wide grid would only add 8-40% garbage columns to the GEMMs.
@@ -288,6 +288,17 @@ def dropout_apply(x, p, key):
 def dropout_mask(shape, p, key, dtype=np.float32):
     """The mask itself (scale where kept, 0 where dropped): dropout_apply on ones."""
     return dropout_apply(cp.ones(shape, dtype=dtype), p, key)
+
+
+# ---- ReLU: CuPy's elementwise maximum and product (one fused kernel each; the formulas of kernels/relu.py) ----
+def relu_forward(x):
+    """max(x, 0) of an array of any shape."""
+    return cp.maximum(x, 0)
+
+
+def relu_backward(gy, y):
+    """The gradient of ReLU given its output y: gy where y > 0, else 0."""
+    return gy * (y > 0)
 
 
 # ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one cuBLAS GEMM per group) -----

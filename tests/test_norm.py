@@ -39,6 +39,17 @@ def test_training_with_unit_gamma_gives_zero_mean_unit_variance_per_channel(rng)
     np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-12)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e5])
+def test_batch_statistics_stay_accurate_far_from_zero(offset, rng):
+    """One pass over x - x[0, c, 0, 0]: a large common offset must not cancel the variance away (float32 input)."""
+    from minicnn.kernels import cpu
+    x = (offset + rng.standard_normal((8, 3, 9, 7))).astype(np.float32)   # H*W = 63: the 4-way loop's remainder too
+    _, mean, var, _ = cpu.batch_norm_forward(x, np.ones(3, np.float32), np.zeros(3, np.float32), EPS)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2, 3)), rtol=1e-7)
+    np.testing.assert_allclose(var, x64.var(axis=(0, 2, 3)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0])
 def test_running_stats_update_with_momentum_and_unbiased_variance(momentum, rng):
     x, gamma, beta = bn_inputs(rng)

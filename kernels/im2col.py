@@ -48,12 +48,18 @@ def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
         block = col[c, kh, kw, n]
         block[:oh0, :] = 0.0
         block[oh1:, :] = 0.0
+        iw0 = ow0 * SW - PW + kw * DW             # the input column of output column ow0
         for oh in range(oh0, oh1):
             ih = oh * SH - PH + kh * DH
-            block[oh, :ow0] = 0.0
-            block[oh, ow1:] = 0.0
-            for ow in range(ow0, ow1):  # no bounds test inside: the loop vectorises
-                block[oh, ow] = x[n, c, ih, ow * SW - PW + kw * DW]
+            row = block[oh]
+            row[:ow0] = 0.0
+            row[ow1:] = 0.0
+            # the valid run as two views indexed by t alone: no bounds test and no index arithmetic
+            # inside the loop (an index that might be negative would be wrapped, Python-style, and
+            # keep LLVM from vectorising)
+            dst, src = row[ow0:ow1], x[n, c, ih, iw0:iw0 + (ow1 - ow0 - 1) * SW + 1:SW]
+            for t in range(ow1 - ow0):
+                dst[t] = src[t]
 
 
 @njit(cache=True, nogil=True)
@@ -66,10 +72,13 @@ def _col2im(col, SH, SW, PH, PW, DH, DW, dx):
             oh0, oh1 = _valid(kh * DH, PH, SH, H, OH)
             for kw in range(KW):
                 ow0, ow1 = _valid(kw * DW, PW, SW, W, OW)
+                iw0 = ow0 * SW - PW + kw * DW
                 for oh in range(oh0, oh1):
                     ih = oh * SH - PH + kh * DH
-                    for ow in range(ow0, ow1):
-                        dx[n, c, ih, ow * SW - PW + kw * DW] += col[c, kh, kw, n, oh, ow]
+                    src = col[c, kh, kw, n, oh, ow0:ow1]
+                    dst = dx[n, c, ih, iw0:iw0 + (ow1 - ow0 - 1) * SW + 1:SW]   # every SW-th pixel of the row
+                    for t in range(ow1 - ow0):
+                        dst[t] += src[t]
 
 
 def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):

@@ -17,8 +17,8 @@ pixel it was copied from.
 These kernels run on one thread and release the GIL (nogil): conv2d calls them on chunks of a few
 images at a time from a pool of threads (kernels/parallel.py), so each chunk's column matrix stays
 in the cache between im2col and the matrix product that reads it. The plain NumPy versions
-(`im2col_numpy`, `col2im_numpy`) sit beside the Numba kernels; they are the readable reference and
-the baseline in the benchmarks.
+(`im2col_numpy`, `col2im_numpy`, and for the wide grid below `im2col_wide_numpy`, `col2im_wide_numpy`)
+sit beside the Numba kernels; they are the readable reference and the baseline in the benchmarks.
 """
 import numpy as np
 from numba import njit
@@ -180,6 +180,18 @@ def im2col_wide_numpy(x, KH, KW, DH=1, DW=1):
             off = kh * DH * W + kw * DW
             col[:, kh, kw] = xf[:, :, off:off + L].transpose(1, 0, 2)
     return col.reshape(C, KH, KW, N, OH, W)
+
+
+def col2im_wide_numpy(col, H, DH=1, DW=1):
+    """Plain NumPy col2im_wide: add each kernel offset's slice back onto the flattened (end-padded) images."""
+    C, KH, KW, N, OH, W = col.shape
+    L = OH * W
+    dxf = np.zeros((N, C, H * W + (KW - 1) * DW), dtype=col.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            off = kh * DH * W + kw * DW
+            dxf[:, :, off:off + L] += col[:, kh, kw].reshape(C, N, L).transpose(1, 0, 2)
+    return dxf[:, :, :H * W].reshape(N, C, H, W).copy()
 
 
 def im2col_numpy(x, KH, KW, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minicnn.kernels import cpu
-from minicnn.kernels.im2col import col2im_numpy, im2col_numpy, im2col_wide_numpy, out_size
+from minicnn.kernels.im2col import col2im_numpy, col2im_wide_numpy, im2col_numpy, im2col_wide_numpy, out_size
 from helpers import unfold_cases
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -124,6 +124,8 @@ def test_col2im_wide_is_the_adjoint_of_im2col_wide_and_equals_col2im_on_valid_co
     g = rng.standard_normal((C, KH, KW, N, out_size(H, KH, 1, 0, DH), W))
     lhs, rhs = np.vdot(cpu.im2col_wide(x, KH, KW, DH, DW), g), np.vdot(x, cpu.col2im_wide(g, H, DH, DW))
     assert abs(lhs - rhs) <= 1e-12 * max(np.abs(g).sum() * np.abs(x).max(), 1.0)
+    # the same additions in the same order per pixel (offsets kh, kw in turn): the same rounding
+    np.testing.assert_array_equal(cpu.col2im_wide(g, H, DH, DW), col2im_wide_numpy(g, H, DH, DW))
     OW = out_size(W, KW, 1, 0, DW)
     g[..., OW:] = 0.0   # what the convolution's backward gives the garbage columns
     np.testing.assert_array_equal(cpu.col2im_wide(g, H, DH, DW),

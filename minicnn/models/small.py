@@ -31,15 +31,28 @@ def compact():
     )
 
 
+def separable(c):
+    """Depthwise-separable 3x3 block: a 3x3 convolution per channel (groups=c, 9c weights) that looks
+    around, then a 1x1 convolution (c*c weights) that mixes the channels; each Conv -> BN -> ReLU.
+    For c = 16: 144 + 256 weights where a full 3x3 convolution has 2,304."""
+    return [nn.Conv2d(c, c, 3, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(), *conv_bn_relu(c, c, kernel_size=1)]
+
+
 def tiny():
-    """3,462 parameters in Keras counting (3,370 trainable), receptive field 18 before the global pool."""
+    """3,602 parameters in Keras counting (3,298 trainable), receptive field 22 before the global pool.
+
+    Two full convolutions at 26 and 24 pixels, then, after the pool, four depthwise-separable blocks of
+    16 channels: the same budget buys 16 channels and 4 more layers where full 3x3 convolutions
+    (the previous tiny: 10 channels, 3 layers) could afford fewer (chosen on the validation split).
+    """
     return nn.Sequential(
         *conv_bn_relu(1, 8),                         # 26x26x8,  RF 3
-        *conv_bn_relu(8, 8),                         # 24x24x8,  RF 5
-        nn.MaxPool2d(2),                             # 12x12x8,  RF 6, jump 2
-        *conv_bn_relu(8, 10),                        # 10x10x10, RF 10
-        *conv_bn_relu(10, 10),                       # 8x8x10,   RF 14
-        *conv_bn_relu(10, 10),                       # 6x6x10,   RF 18
-        nn.GlobalAvgPool2d(),                        # (N, 10)
-        nn.Linear(10, 10),                           # logits (N, 10)
+        *conv_bn_relu(8, 16),                        # 24x24x16, RF 5
+        nn.MaxPool2d(2),                             # 12x12x16, RF 6, jump 2
+        *separable(16),                              # 10x10x16, RF 10
+        *separable(16),                              # 8x8x16,   RF 14
+        *separable(16),                              # 6x6x16,   RF 18
+        *separable(16),                              # 4x4x16,   RF 22
+        nn.GlobalAvgPool2d(),                        # (N, 16)
+        nn.Linear(16, 10),                           # logits (N, 10)
     )

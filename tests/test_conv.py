@@ -255,3 +255,27 @@ def test_conv2d_forward_and_gradients_match_the_definition_on_both_cpu_backends(
     rgx, rgw, rgb = reference_grads(x, w, gy, **hyper(case))
     np.testing.assert_allclose(gx, rgx, rtol=RTOL_F64, atol=ATOL_F64)
     np.testing.assert_allclose(gw, rgw, rtol=RTOL_F64, atol=ATOL_F64)
+
+
+@pytest.mark.parametrize("stride, padding, expected", [(1, 0, "wide"), (1, 2, "wide"), ((1, 2), 1, "classic"),
+                                                       (2, 0, "classic")])
+def test_cpu_convolution_uses_the_wide_grid_exactly_for_stride_1(stride, padding, expected, monkeypatch, rng):
+    """Stride 1 (any padding): im2col_wide / col2im_wide; any other stride: the classic im2col / col2im."""
+    from minicnn.backend import kernels_for
+    from minicnn.kernels import cpu
+    if kernels_for(np.zeros(1)) is not cpu:
+        pytest.skip("MINICNN_KERNELS=numpy: the plain-NumPy backend has no wide grid")
+    calls = []
+    for name in ("im2col", "col2im", "im2col_wide", "col2im_wide"):
+        real = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    x, w = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2))
+    kw = dict(stride=stride, padding=padding)
+    y, gy, gx, gw, _ = run_conv(x, w, None, kw)
+    wide = {"im2col_wide", "col2im_wide"}
+    assert set(calls) == (wide if expected == "wide" else {"im2col", "col2im"})
+    full = dict(stride=pair(stride, "s"), padding=pair(padding, "p"), dilation=(1, 1), groups=1)
+    np.testing.assert_allclose(y, F.conv2d_reference(x, w, **full), rtol=RTOL_F64, atol=ATOL_F64)
+    rgx, rgw, _ = reference_grads(x, w, gy, **full)
+    np.testing.assert_allclose(gx, rgx, rtol=RTOL_F64, atol=ATOL_F64)
+    np.testing.assert_allclose(gw, rgw, rtol=RTOL_F64, atol=ATOL_F64)

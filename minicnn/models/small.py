@@ -11,9 +11,9 @@ What buys accuracy per parameter here, compared with eip4:
 from .. import nn
 
 
-def conv_bn_relu(c_in, c_out, kernel_size=3):
+def conv_bn_relu(c_in, c_out, kernel_size=3, groups=1):
     """Convolution without bias, batch norm, ReLU."""
-    return [nn.Conv2d(c_in, c_out, kernel_size, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return [nn.Conv2d(c_in, c_out, kernel_size, groups=groups, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
 def compact():
@@ -35,7 +35,7 @@ def separable(c):
     """Depthwise-separable 3x3 block: a 3x3 convolution per channel (groups=c, 9c weights) that looks
     around, then a 1x1 convolution (c*c weights) that mixes the channels; each Conv -> BN -> ReLU.
     For c = 16: 144 + 256 weights where a full 3x3 convolution has 2,304."""
-    return [nn.Conv2d(c, c, 3, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(), *conv_bn_relu(c, c, kernel_size=1)]
+    return [*conv_bn_relu(c, c, groups=c), *conv_bn_relu(c, c, kernel_size=1)]
 
 
 def tiny():

@@ -208,7 +208,7 @@ def main():
 def column_kernels(args):
     """What the wide grid buys: im2col / col2im of each 3x3 layer, classic (Numba and NumPy) against wide, one thread."""
     from minicnn.kernels.im2col import col2im, col2im_numpy, col2im_wide, im2col, im2col_numpy, im2col_wide
-    print(f"\ncolumn kernels, whole batch on one thread (ms; the convolution runs them in cache-sized chunks):")
+    print("\ncolumn kernels, whole batch on one thread (ms; the convolution runs them in cache-sized chunks):")
     header = f"{'layer':<25} {'im2col':>8} {'numpy':>8} {'wide':>8} {'col2im':>8} {'numpy':>8} {'wide':>8}"
     print(header + "\n" + "-" * len(header))
     rng = np.random.default_rng(0)

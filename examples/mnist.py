@@ -72,8 +72,9 @@ def side_paths(save):
 def build(args, train, test):
     recipe = dict(RECIPES[args.model])
     with_augment = recipe.pop("with_augment", {})
-    if args.augment if args.augment is not None else recipe["augment"]:
-        recipe.update(with_augment)   # what changes in the recipe when augmentation is on
+    augment = recipe["augment"] if args.augment is None else args.augment
+    if augment:
+        recipe.update(with_augment)   # what changes in the recipe when augmentation is on (before --lr etc.)
     for key in ("epochs", "batch_size", "lr", "augment"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)

@@ -53,6 +53,7 @@ KERNELS = {
     "dropout": ["dropout_apply"],
     "affine": ["affine_warp"],
     "optim": ["adam_update", "sgd_update"],
+    "batchnorm": ["batch_norm_forward_sums", "batch_norm_forward", "batch_norm_backward_sums", "batch_norm_backward"],
 }
 FLOAT32_ONLY = ["affine_warp"]
 
@@ -307,32 +308,71 @@ def relu_backward(gy, y):
 from .parallel import whole_batch as batch_chunks, in_order as map_chunks  # noqa: E402,F401
 
 
-# ---- batch norm (CuPy array expressions; the formulas of kernels/batchnorm.py) ----------------------
+# ---- batchnorm.cu ----------------------------------------------------------------------------------
+BN_MAX_THREADS = 256  # the size of the shared arrays of batchnorm.cu's block sums
+
+
+def _bn_geometry(x):
+    """(N, C, HW, S, threads): S slices per channel, each summed by one block of `threads` threads.
+
+    S is chosen so that a thread adds about 16 values: enough blocks to fill the GPU, few enough partial
+    sums (at most 32 per channel) for the elementwise pass to re-add cheaply."""
+    N, C, H, W = x.shape
+    threads = min(THREADS, BN_MAX_THREADS)
+    S = max(1, min(32, -(-N * H * W // (threads * 16))))
+    return N, C, H * W, S, threads
+
+
+def _bn_sums(kernel, arrays, N, C, HW, S, threads):
+    partial = cp.empty(C * S * 2, dtype=np.float64)
+    fn = _function("batchnorm", kernel)
+    fn((min(C * S, MAX_BLOCKS),), (threads,), arrays + (partial,) + _ints(N, C, HW, S))
+    return partial
+
+
 def batch_norm_forward(x, gamma, beta, eps):
     """Training-mode batch norm of x (N, C, H, W): returns y, and the batch mean, variance and 1/std per channel.
 
-    Not a hand-written kernel yet: CuPy's reductions and one fused elementwise pass per array expression.
-    """
+    Two launches (batchnorm.cu): the per-channel sums in C*S blocks, then one thread per value."""
     x = _float_array(x, "x", "batch_norm_forward", 4)
-    mean = x.mean(axis=(0, 2, 3), dtype=cp.float64)
-    var = ((x - mean.astype(x.dtype).reshape(1, -1, 1, 1)) ** 2).mean(axis=(0, 2, 3), dtype=cp.float64)
-    invstd = 1.0 / cp.sqrt(var + eps)
-    shape = (1, -1, 1, 1)
-    m, k = mean.astype(x.dtype).reshape(shape), invstd.astype(x.dtype).reshape(shape)
-    y = (x - m) * (k * gamma.reshape(shape)) + beta.reshape(shape)
-    return y, mean.astype(x.dtype), var.astype(x.dtype), invstd.astype(x.dtype)
+    N, C, HW, S, threads = _bn_geometry(x)
+    gamma, beta = _channel_vector(gamma, "gamma", x), _channel_vector(beta, "beta", x)
+    suffix = _SUFFIX[x.dtype]
+    partial = _bn_sums("batch_norm_forward_sums_" + suffix, (x,), N, C, HW, S, threads)
+    y = cp.empty_like(x)
+    mean, var, invstd = (cp.empty(C, dtype=x.dtype) for _ in range(3))
+    _launch(_function("batchnorm", "batch_norm_forward_" + suffix), x.size,
+            (x, partial, gamma, beta, y, mean, var, invstd) + _ints(N, C, HW, S) + (np.float64(eps),))
+    return y, mean, var, invstd
 
 
 def batch_norm_backward(gy, x, mean, invstd, gamma):
     """Gradients (gx, dgamma, dbeta) of training-mode batch norm, recomputing xhat from x, mean and invstd."""
     gy = _float_array(gy, "gy", "batch_norm_backward", 4)
-    shape = (1, -1, 1, 1)
-    M = x.size // x.shape[1]
-    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
-    dbeta = gy.sum(axis=(0, 2, 3))
-    dgamma = (gy * xhat).sum(axis=(0, 2, 3))
-    gx = (gamma * invstd).reshape(shape) * (gy - (dbeta / M).reshape(shape) - xhat * (dgamma / M).reshape(shape))
+    x = _float_array(x, "x", "batch_norm_backward", 4)
+    if gy.shape != x.shape or gy.dtype != x.dtype:
+        raise ValueError(f"batch_norm_backward (GPU): gy {tuple(gy.shape)} {gy.dtype} does not match "
+                         f"x {tuple(x.shape)} {x.dtype}")
+    N, C, HW, S, threads = _bn_geometry(x)
+    mean, invstd, gamma = (_channel_vector(a, name, x) for a, name in
+                           ((mean, "mean"), (invstd, "invstd"), (gamma, "gamma")))
+    suffix = _SUFFIX[x.dtype]
+    partial = _bn_sums("batch_norm_backward_sums_" + suffix, (gy, x, mean), N, C, HW, S, threads)
+    gx = cp.empty_like(x)
+    dgamma, dbeta = cp.empty(C, dtype=x.dtype), cp.empty(C, dtype=x.dtype)
+    _launch(_function("batchnorm", "batch_norm_backward_" + suffix), x.size,
+            (gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta) + _ints(N, C, HW, S))
     return gx, dgamma, dbeta
+
+
+def _channel_vector(a, name, x):
+    """A per-channel vector of x's dtype and C values, contiguous (converted when it is not)."""
+    if not isinstance(a, cp.ndarray):
+        raise TypeError(f"batch norm (GPU): {name} must be a CuPy array, got {type(a).__module__}.{type(a).__name__}")
+    if a.shape != (x.shape[1],):
+        raise ValueError(f"batch norm (GPU): {name} must have shape ({x.shape[1]},) for x of shape "
+                         f"{tuple(x.shape)}, got {tuple(a.shape)}")
+    return cp.ascontiguousarray(a.astype(x.dtype, copy=False))
 
 
 # ---- optim.cu --------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import types
 
 import numpy as np
@@ -142,11 +143,32 @@ def test_gpu_backend_has_the_cpu_contract():
 HOST_SHIM = r"""
 #include <cmath>
 #include <cstring>
+#include <condition_variable>
+#include <mutex>
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __shared__ static
+#define __syncthreads() minicnn_syncthreads()
 struct minicnn_dim3 { unsigned int x, y, z; };
-static minicnn_dim3 blockIdx, threadIdx, blockDim, gridDim;
+static thread_local minicnn_dim3 blockIdx, threadIdx, blockDim, gridDim;
+/* __syncthreads for kernels whose blocks run as real host threads (one block at a time, so __shared__
+   arrays are plain statics): a barrier that opens when all blockDim.x threads have arrived. */
+static std::mutex minicnn_mutex;
+static std::condition_variable minicnn_opened;
+static unsigned int minicnn_arrived = 0, minicnn_round = 0;
+static void minicnn_syncthreads()
+{
+    std::unique_lock<std::mutex> lock(minicnn_mutex);
+    const unsigned int round = minicnn_round;
+    if (++minicnn_arrived == blockDim.x) {
+        minicnn_arrived = 0;
+        ++minicnn_round;
+        minicnn_opened.notify_all();
+    } else {
+        minicnn_opened.wait(lock, [round] { return round != minicnn_round; });
+    }
+}
 static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
 static inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, sizeof d); return d; }
 extern "C" void minicnn_set_thread(unsigned int block, unsigned int thread, unsigned int blocks, unsigned int threads)
@@ -177,7 +199,10 @@ def _parse_parameter(text):
 
 
 class HostModule:
-    """cupy.RawModule for the host: compiles the .cu text with the C++ compiler; kernels run one thread at a time."""
+    """cupy.RawModule for the host: compiles the .cu text with the C++ compiler and runs the kernels block by block.
+
+    Within a block the threads run one after another, except in a source that uses __syncthreads: there
+    each thread of the block is a real host thread, and __syncthreads a barrier (see HOST_SHIM)."""
 
     _cache = {}
 
@@ -187,6 +212,7 @@ class HostModule:
         if key not in HostModule._cache:
             HostModule._cache[key] = self._build(code, key)
         self.lib, self.signatures = HostModule._cache[key]
+        self.cooperative = "__syncthreads" in code
 
     @staticmethod
     def _build(code, key):
@@ -200,22 +226,22 @@ class HostModule:
                                   capture_output=True, text=True).stdout
         signatures = {}
         for name, params in re.findall(r'extern\s+"C"\s+void\s+(\w+)\s*\(([^)]*)\)', expanded):
-            if name != "minicnn_set_thread":
+            if name != "minicnn_set_thread" and not name.startswith("__"):  # not the C++ library's own
                 signatures[name] = [_parse_parameter(p) for p in params.split(",") if p.strip()]
-        subprocess.run([CXX, "-std=c++11", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-o", "kernel.so",
+        subprocess.run([CXX, "-std=c++11", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-pthread", "-o", "kernel.so",
                         "shim.cpp"], cwd=folder, check=True, capture_output=True, text=True)
         return ctypes.CDLL(os.path.join(folder, "kernel.so")), signatures
 
     def get_function(self, name):
         assert name in self.signatures, f"no extern \"C\" kernel {name} in this .cu file"
-        return HostKernel(self.lib, name, self.signatures[name])
+        return HostKernel(self.lib, name, self.signatures[name], self.cooperative)
 
 
 class HostKernel:
     launches = []  # (kernel name, grid, block) of every launch, for the tests to look at
 
-    def __init__(self, lib, name, signature):
-        self.lib, self.name, self.signature = lib, name, signature
+    def __init__(self, lib, name, signature, cooperative=False):
+        self.lib, self.name, self.signature, self.cooperative = lib, name, signature, cooperative
 
     def __call__(self, grid, block, args):
         assert len(args) == len(self.signature), f"{self.name}: {len(args)} arguments for {len(self.signature)} parameters"
@@ -231,10 +257,21 @@ class HostKernel:
                 c_args.append(_CTYPES[ctype](arg.item()))
         (blocks,), (threads,) = grid, block
         HostKernel.launches.append((self.name, blocks, threads))
+        kernel = getattr(self.lib, self.name)
+
+        def run_thread(b, t):
+            self.lib.minicnn_set_thread(b, t, blocks, threads)
+            kernel(*c_args)
         for b in range(blocks):
-            for t in range(threads):
-                self.lib.minicnn_set_thread(b, t, blocks, threads)
-                getattr(self.lib, self.name)(*c_args)
+            if self.cooperative:  # ctypes lets go of the GIL during the call, so the barrier can fill up
+                workers = [threading.Thread(target=run_thread, args=(b, t)) for t in range(threads)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+            else:
+                for t in range(threads):
+                    run_thread(b, t)
 
 
 @pytest.fixture(scope="module")
@@ -353,6 +390,48 @@ def test_host_emulated_sgd_equals_numba_bit_for_bit(host_gpu, n, momentum, wd, d
         cpu.sgd_update(p_ref, g.copy(), buf_ref, 0.01, mu, wd, nesterov)
         np.testing.assert_array_equal(p, p_ref)
         np.testing.assert_array_equal(buf, buf_ref)
+
+
+@needs_cxx
+@settings(max_examples=12, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.sampled_from([3, 5, 8]),
+       st.sampled_from([np.float32, np.float64]), st.floats(-100, 100), st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_batch_norm_matches_numba(host_gpu, N, C, H, W, threads, dtype, offset, seed):
+    """batchnorm.cu (block sums in shared memory, then one thread per value) against kernels/batchnorm.py;
+    an offset far from zero checks the shifted sums. Block sizes 3, 5 and 8 give the tree odd and even rounds."""
+    assume(N * H * W >= 2)
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((N, C, H, W)) * rng.uniform(0.1, 3) + offset).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 1.5, C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    gy = rng.standard_normal((N, C, H, W)).astype(dtype)
+    old = host_gpu.THREADS
+    host_gpu.THREADS = threads
+    try:
+        got = host_gpu.batch_norm_forward(x, gamma, beta, 1e-3)
+        y, mean, var, invstd = cpu.batch_norm_forward(x, gamma, beta, 1e-3)
+        got_back = host_gpu.batch_norm_backward(gy, x, mean, invstd, gamma)
+    finally:
+        host_gpu.THREADS = old
+    want_back = cpu.batch_norm_backward(gy, x, mean, invstd, gamma)
+    rtol, atol = (2e-5, 2e-5) if dtype == np.float32 else (1e-10, 1e-10)
+    for a, b in zip(got + got_back, (y, mean, var, invstd) + want_back):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol * max(1.0, float(np.abs(b).max())))
+
+
+@needs_cxx
+def test_host_emulated_batch_norm_blocks_wait_for_each_other(host_gpu):
+    """With 64 real threads per block the sums are right only if __syncthreads holds every thread of the tree."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 2, 9, 9)).astype(np.float64)
+    old = host_gpu.THREADS
+    host_gpu.THREADS = 64
+    try:
+        y, mean, var, invstd = host_gpu.batch_norm_forward(x, np.ones(2), np.zeros(2), 1e-5)
+    finally:
+        host_gpu.THREADS = old
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(var, x.var(axis=(0, 2, 3)), rtol=1e-12)
 
 
 @needs_cxx

@@ -1,0 +1,185 @@
+/* Batch normalisation in training mode on the GPU: the CUDA twin of batchnorm.py, in two launches each way.
+
+Notation:
+    N, C    images, channels          H, W    height, width;  HW = H*W
+    M       values per channel = N*HW  S       slices each channel is cut into for the sums
+Layout (C-contiguous): x, y, gy, gx (N, C, H, W); x[n, c, hw] at (n*C + c)*HW + hw.
+    Value j (0 <= j < M) of channel c is x[n = j / HW, c, hw = j % HW].
+
+The formulas (batchnorm.py; sums in double, k[c] = x[0, c, 0] a value of the channel):
+    mean[c]   = k + sum(x - k) / M          var[c] = sum((x - k)^2) / M - (sum(x - k) / M)^2
+    invstd[c] = 1 / sqrt(var[c] + eps)      y = (x - mean[c]) * (invstd[c] * gamma[c]) + beta[c]
+    backward: xhat = (x - mean[c]) * invstd[c];  dbeta[c] = sum gy;  dgamma[c] = sum gy * xhat
+              gx = gamma[c] * invstd[c] * (gy - dbeta[c] / M - xhat * dgamma[c] / M)
+
+Why two launches: a sum over a channel needs every thread that touched the channel, and threads of
+different blocks cannot wait for each other inside one launch.
+  1. *_sums: ONE BLOCK PER (channel c, slice s), C*S blocks. Thread t of the block adds the values
+     j = s*B + t, s*B + t + S*B, ... (B = blockDim.x; consecutive threads read consecutive addresses),
+     then the block adds its B partial sums in shared memory, as a tree:
+         half = P/2, P/4, ..., 1  (P = blockDim.x rounded up to a power of two)
+         thread t < half adds part[t + half] into part[t]; all threads wait (__syncthreads) each round
+     and thread 0 writes the block's two sums to partial[(c*S + s)*2 + 0/1].
+  2. the elementwise pass: ONE THREAD PER VALUE (n, c, hw). It adds the S partial sums of its channel
+     (s = 0..S-1, the same order in every thread, so every thread gets the same bits), forms the
+     channel's statistics and writes its output; the thread of value j = 0 also writes the per-channel
+     results (mean, var, invstd; or dgamma, dbeta). The statistics are fused into this pass: there is
+     no launch of their own.
+No atomics anywhere: the result is the same run to run.
+
+Types: x, y, gy, gx, gamma, beta, mean, var, invstd float (suffix _f32) or double (suffix _f64); partial
+double. The blocks have at most BN_MAX_THREADS threads (the size of the shared arrays).
+Self-contained on purpose (no #include): NVRTC (CuPy) and nvcc compile exactly this text.
+*/
+
+#define BN_MAX_THREADS 256
+
+/* Add a[t] and b[t] over the threads of the block; every thread returns with a[0], b[0] the totals. */
+__device__ void block_sum2(double* a, double* b)
+{
+    const int t = threadIdx.x;
+    int P = 1;
+    while (P < (int)blockDim.x) P *= 2;
+    __syncthreads();
+    for (int half = P / 2; half > 0; half /= 2) {
+        if (t < half && t + half < (int)blockDim.x) {
+            a[t] += a[t + half];
+            b[t] += b[t + half];
+        }
+        __syncthreads();
+    }
+}
+
+/* Forward sums of block (c, s): sum(x - k) and sum((x - k)^2) over the slice. */
+template <typename T>
+__device__ void forward_sums_impl(const T* __restrict__ x, double* __restrict__ partial,
+                                  int N, int C, int HW, int S)
+{
+    __shared__ double a[BN_MAX_THREADS], b[BN_MAX_THREADS];
+    const long long M = (long long)N * HW;
+    const long long B = blockDim.x;
+    for (long long blk = blockIdx.x; blk < (long long)C * S; blk += gridDim.x) {  /* the same for the whole block */
+        const int c = (int)(blk / S), s = (int)(blk % S);
+        const double k = (double)x[(long long)c * HW];
+        double sd = 0.0, sq = 0.0;
+        for (long long j = s * B + threadIdx.x; j < M; j += S * B) {
+            const double d = (double)x[((j / HW) * C + c) * HW + j % HW] - k;
+            sd += d;
+            sq += d * d;
+        }
+        a[threadIdx.x] = sd;
+        b[threadIdx.x] = sq;
+        block_sum2(a, b);
+        if (threadIdx.x == 0) {
+            partial[blk * 2] = a[0];
+            partial[blk * 2 + 1] = b[0];
+        }
+        __syncthreads();  /* a and b are refilled by the next block of this grid-stride loop */
+    }
+}
+
+/* Forward elementwise pass: the channel's statistics from its S partial sums, then y. */
+template <typename T>
+__device__ void forward_impl(const T* __restrict__ x, const double* __restrict__ partial,
+                             const T* __restrict__ gamma, const T* __restrict__ beta,
+                             T* __restrict__ y, T* __restrict__ mean, T* __restrict__ var, T* __restrict__ invstd,
+                             int N, int C, int HW, int S, double eps)
+{
+    const long long total = (long long)N * C * HW;
+    const double M = (double)N * HW;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const int c = (int)((i / HW) % C);
+        double sd = 0.0, sq = 0.0;
+        for (int s = 0; s < S; ++s) {
+            sd += partial[((long long)c * S + s) * 2];
+            sq += partial[((long long)c * S + s) * 2 + 1];
+        }
+        const double k = (double)x[(long long)c * HW];
+        const double mu = k + sd / M;
+        double v = sq / M - (sd / M) * (sd / M);
+        v = v > 0.0 ? v : 0.0;
+        const double r = 1.0 / sqrt(v + eps);
+        y[i] = (T)(((double)x[i] - mu) * (r * (double)gamma[c]) + (double)beta[c]);
+        if (i == (long long)c * HW) {  /* value j = 0 of channel c: n = 0, hw = 0 */
+            mean[c] = (T)mu;
+            var[c] = (T)v;
+            invstd[c] = (T)r;
+        }
+    }
+}
+
+/* Backward sums of block (c, s): sum(gy) and sum(gy * (x - mean)) over the slice. */
+template <typename T>
+__device__ void backward_sums_impl(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ mean,
+                                   double* __restrict__ partial, int N, int C, int HW, int S)
+{
+    __shared__ double a[BN_MAX_THREADS], b[BN_MAX_THREADS];
+    const long long M = (long long)N * HW;
+    const long long B = blockDim.x;
+    for (long long blk = blockIdx.x; blk < (long long)C * S; blk += gridDim.x) {
+        const int c = (int)(blk / S), s = (int)(blk % S);
+        const double m = (double)mean[c];
+        double sg = 0.0, sgx = 0.0;
+        for (long long j = s * B + threadIdx.x; j < M; j += S * B) {
+            const long long at = ((j / HW) * C + c) * HW + j % HW;
+            const double g = (double)gy[at];
+            sg += g;
+            sgx += g * ((double)x[at] - m);
+        }
+        a[threadIdx.x] = sg;
+        b[threadIdx.x] = sgx;
+        block_sum2(a, b);
+        if (threadIdx.x == 0) {
+            partial[blk * 2] = a[0];
+            partial[blk * 2 + 1] = b[0];
+        }
+        __syncthreads();
+    }
+}
+
+/* Backward elementwise pass: dbeta, dgamma of the channel from its partial sums, then gx. */
+template <typename T>
+__device__ void backward_impl(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ mean,
+                              const T* __restrict__ invstd, const T* __restrict__ gamma,
+                              const double* __restrict__ partial, T* __restrict__ gx,
+                              T* __restrict__ dgamma, T* __restrict__ dbeta, int N, int C, int HW, int S)
+{
+    const long long total = (long long)N * C * HW;
+    const double M = (double)N * HW;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const int c = (int)((i / HW) % C);
+        double db = 0.0, dg = 0.0;
+        for (int s = 0; s < S; ++s) {
+            db += partial[((long long)c * S + s) * 2];
+            dg += partial[((long long)c * S + s) * 2 + 1];
+        }
+        const double m = (double)mean[c], k = (double)invstd[c];
+        dg *= k;  /* sum gy * xhat = invstd * sum gy * (x - mean) */
+        const double xhat = ((double)x[i] - m) * k;
+        gx[i] = (T)((double)gamma[c] * k * ((double)gy[i] - db / M - xhat * dg / M));
+        if (i == (long long)c * HW) {
+            dgamma[c] = (T)dg;
+            dbeta[c] = (T)db;
+        }
+    }
+}
+
+#define MINICNN_BN_ENTRIES(T, SUFFIX)                                                                    \
+extern "C" __global__ void batch_norm_forward_sums_##SUFFIX(const T* x, double* partial,                  \
+        int N, int C, int HW, int S)                                                                      \
+{ forward_sums_impl<T>(x, partial, N, C, HW, S); }                                                        \
+extern "C" __global__ void batch_norm_forward_##SUFFIX(const T* x, const double* partial, const T* gamma, \
+        const T* beta, T* y, T* mean, T* var, T* invstd, int N, int C, int HW, int S, double eps)        \
+{ forward_impl<T>(x, partial, gamma, beta, y, mean, var, invstd, N, C, HW, S, eps); }                     \
+extern "C" __global__ void batch_norm_backward_sums_##SUFFIX(const T* gy, const T* x, const T* mean,      \
+        double* partial, int N, int C, int HW, int S)                                                     \
+{ backward_sums_impl<T>(gy, x, mean, partial, N, C, HW, S); }                                             \
+extern "C" __global__ void batch_norm_backward_##SUFFIX(const T* gy, const T* x, const T* mean,           \
+        const T* invstd, const T* gamma, const double* partial, T* gx, T* dgamma, T* dbeta,              \
+        int N, int C, int HW, int S)                                                                      \
+{ backward_impl<T>(gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta, N, C, HW, S); }
+
+MINICNN_BN_ENTRIES(float, f32)
+MINICNN_BN_ENTRIES(double, f64)

@@ -23,8 +23,9 @@ different blocks cannot wait for each other inside one launch.
   2. the elementwise pass: ONE THREAD PER VALUE (n, c, hw). It adds the S partial sums of its channel
      (s = 0..S-1, the same order in every thread, so every thread gets the same bits), forms the
      channel's statistics and writes its output; the thread of value j = 0 also writes the per-channel
-     results (mean, var, invstd; or dgamma, dbeta). The statistics are fused into this pass: there is
-     no launch of their own.
+     results (mean, var, invstd, and the running statistics when `update`; or dgamma, dbeta). The
+     statistics are fused into this pass: there is no launch of their own.
+    running_mean <- (1 - momentum) * running_mean + momentum * mean;  running_var likewise with var * M / (M - 1)
 No atomics anywhere: the result is the same run to run.
 
 Types: x, y, gy, gx, gamma, beta, mean, var, invstd float (suffix _f32) or double (suffix _f64); partial
@@ -83,7 +84,8 @@ template <typename T>
 __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__ partial,
                              const T* __restrict__ gamma, const T* __restrict__ beta,
                              T* __restrict__ y, T* __restrict__ mean, T* __restrict__ var, T* __restrict__ invstd,
-                             int N, int C, int HW, int S, double eps)
+                             T* __restrict__ running_mean, T* __restrict__ running_var,
+                             int N, int C, int HW, int S, int update, double eps, double momentum)
 {
     const long long total = (long long)N * C * HW;
     const double M = (double)N * HW;
@@ -105,6 +107,10 @@ __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__
             mean[c] = (T)mu;
             var[c] = (T)v;
             invstd[c] = (T)r;
+            if (update) {  /* the running statistics, in place; the variance unbiased */
+                running_mean[c] = (T)((double)running_mean[c] * (1.0 - momentum) + momentum * mu);
+                running_var[c] = (T)((double)running_var[c] * (1.0 - momentum) + momentum * v * (M / (M > 1.0 ? M - 1.0 : 1.0)));
+            }
         }
     }
 }
@@ -171,8 +177,10 @@ extern "C" __global__ void batch_norm_forward_sums_##SUFFIX(const T* x, double* 
         int N, int C, int HW, int S)                                                                      \
 { forward_sums_impl<T>(x, partial, N, C, HW, S); }                                                        \
 extern "C" __global__ void batch_norm_forward_##SUFFIX(const T* x, const double* partial, const T* gamma, \
-        const T* beta, T* y, T* mean, T* var, T* invstd, int N, int C, int HW, int S, double eps)        \
-{ forward_impl<T>(x, partial, gamma, beta, y, mean, var, invstd, N, C, HW, S, eps); }                     \
+        const T* beta, T* y, T* mean, T* var, T* invstd, T* running_mean, T* running_var,                 \
+        int N, int C, int HW, int S, int update, double eps, double momentum)                             \
+{ forward_impl<T>(x, partial, gamma, beta, y, mean, var, invstd, running_mean, running_var,               \
+                  N, C, HW, S, update, eps, momentum); }                                                  \
 extern "C" __global__ void batch_norm_backward_sums_##SUFFIX(const T* gy, const T* x, const T* mean,      \
         double* partial, int N, int C, int HW, int S)                                                     \
 { backward_sums_impl<T>(gy, x, mean, partial, N, C, HW, S); }                                             \

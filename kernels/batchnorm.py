@@ -7,6 +7,7 @@ Forward:  mean[c] = sum x[n, c, h, w] / M;   var[c] = sum (x - mean[c])^2 / M
           small, so it does not cancel as sum x^2 / M - mean^2 can)
           invstd[c] = 1 / sqrt(var[c] + eps)
           y[n, c, h, w] = (x - mean[c]) * invstd[c] * gamma[c] + beta[c]
+          running_mean <- (1 - m) * running_mean + m * mean,  running_var likewise with var * M / (M - 1)
 Backward: xhat = (x - mean[c]) * invstd[c]   (recomputed, not stored)
           dbeta[c] = sum gy;   dgamma[c] = sum gy * xhat
           gx = gamma[c] * invstd[c] * (gy - dbeta[c] / M - xhat * dgamma[c] / M)
@@ -112,16 +113,27 @@ def _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx):
             op[j] = a * (gp[j] - b - xhat * d)
 
 
-def batch_norm_forward(x, gamma, beta, eps):
-    """Training-mode batch norm of x (N, C, H, W): returns y, and the batch mean, variance and 1/std per channel."""
+def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1):
+    """Training-mode batch norm of x (N, C, H, W): returns y, and the batch mean, variance and 1/std per channel.
+
+    When running_mean and running_var (C,) are given they are updated in place, weighing the batch by
+    `momentum`: running = (1 - momentum) * running + momentum * batch statistic, the variance unbiased
+    (times M / (M - 1))."""
     x = np.ascontiguousarray(x)
-    C = x.shape[1]
+    N, C, H, W = x.shape
     mean, var = np.empty(C, np.float64), np.empty(C, np.float64)
     _stats(x, mean, var)
     invstd = 1.0 / np.sqrt(var + eps)
     y = np.empty_like(x)
     _affine(x, mean, invstd * gamma, beta.astype(np.float64), y)
-    return y, mean.astype(x.dtype), var.astype(x.dtype), invstd.astype(x.dtype)
+    mean, var = mean.astype(x.dtype), var.astype(x.dtype)
+    if running_mean is not None:
+        M = N * H * W
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * var * (M / max(M - 1, 1))
+    return y, mean, var, invstd.astype(x.dtype)
 
 
 def batch_norm_backward(gy, x, mean, invstd, gamma):

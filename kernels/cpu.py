@@ -7,5 +7,6 @@ from .relu import relu_forward, relu_backward  # noqa: F401
 from .optim import adam_update, sgd_update  # noqa: F401
 from .batchnorm import batch_norm_forward, batch_norm_backward  # noqa: F401
 from .parallel import batch_chunks, map_chunks  # noqa: F401
+from .gemm import matmul  # noqa: F401
 
 wide_columns = True   # stride-1 convolutions use im2col_wide / col2im_wide (kernels/im2col.py)

@@ -30,7 +30,7 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
-           "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "batch_chunks", "map_chunks",
+           "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "matmul", "gemm", "batch_chunks", "map_chunks",
            "cuda_source", "compile_all", "wide_columns"]
 
 # The wide grid of kernels/im2col.py is a CPU trick (long contiguous copies instead of short rows): im2col.cu
@@ -53,6 +53,8 @@ KERNELS = {
     "dropout": ["dropout_apply"],
     "affine": ["affine_warp"],
     "optim": ["adam_update", "sgd_update"],
+    "gemm": ["gemm"],
+    "relu": ["relu_forward", "relu_backward"],
     "batchnorm": ["batch_norm_forward_sums", "batch_norm_forward", "batch_norm_backward_sums", "batch_norm_backward"],
 }
 FLOAT32_ONLY = ["affine_warp"]
@@ -292,15 +294,26 @@ def dropout_mask(shape, p, key, dtype=np.float32):
     return dropout_apply(cp.ones(shape, dtype=dtype), p, key)
 
 
-# ---- ReLU: CuPy's elementwise maximum and product (one fused kernel each; the formulas of kernels/relu.py) ----
+# ---- relu.cu ---------------------------------------------------------------------------------------
 def relu_forward(x):
-    """max(x, 0) of an array of any shape."""
-    return cp.maximum(x, 0)
+    """max(x, 0) of an array of any shape: one thread per value."""
+    x = cp.ascontiguousarray(x)
+    if x.dtype not in _SUFFIX:
+        raise TypeError(f"relu_forward (GPU): dtype {x.dtype} is not supported; use float32 or float64")
+    y = cp.empty_like(x)
+    _launch(_function("relu", "relu_forward_" + _SUFFIX[x.dtype]), x.size, (x, y, np.int64(x.size)))
+    return y
 
 
 def relu_backward(gy, y):
-    """The gradient of ReLU given its output y: gy where y > 0, else 0."""
-    return gy * (y > 0)
+    """The gradient of ReLU given its output y: gy where y > 0, else 0 (one thread per value)."""
+    gy, y = cp.ascontiguousarray(gy), cp.ascontiguousarray(y)
+    if gy.dtype not in _SUFFIX or gy.dtype != y.dtype or gy.shape != y.shape:
+        raise ValueError(f"relu_backward (GPU): gy ({gy.dtype}, {tuple(gy.shape)}) and y ({y.dtype}, "
+                         f"{tuple(y.shape)}) must be float32 or float64 arrays of one dtype and shape")
+    gx = cp.empty_like(gy)
+    _launch(_function("relu", "relu_backward_" + _SUFFIX[gy.dtype]), gy.size, (gy, y, gx, np.int64(gy.size)))
+    return gx
 
 
 # ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one cuBLAS GEMM per group) -----
@@ -330,10 +343,12 @@ def _bn_sums(kernel, arrays, N, C, HW, S, threads):
     return partial
 
 
-def batch_norm_forward(x, gamma, beta, eps):
-    """Training-mode batch norm of x (N, C, H, W): returns y, and the batch mean, variance and 1/std per channel.
+def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1):
+    """Training-mode batch norm of x (N, C, H, W): returns y, and the batch mean, variance and 1/std per channel;
+    running_mean and running_var, when given, are updated in place (as in batchnorm.py).
 
-    Two launches (batchnorm.cu): the per-channel sums in C*S blocks, then one thread per value."""
+    Two launches (batchnorm.cu): the per-channel sums in C*S blocks, then one thread per value (whose
+    thread of value 0 of each channel also writes the statistics and updates the running ones)."""
     x = _float_array(x, "x", "batch_norm_forward", 4)
     N, C, HW, S, threads = _bn_geometry(x)
     gamma, beta = _channel_vector(gamma, "gamma", x), _channel_vector(beta, "beta", x)
@@ -341,8 +356,17 @@ def batch_norm_forward(x, gamma, beta, eps):
     partial = _bn_sums("batch_norm_forward_sums_" + suffix, (x,), N, C, HW, S, threads)
     y = cp.empty_like(x)
     mean, var, invstd = (cp.empty(C, dtype=x.dtype) for _ in range(3))
+    update = running_mean is not None
+    if update:
+        for name, a in (("running_mean", running_mean), ("running_var", running_var)):
+            if not isinstance(a, cp.ndarray) or a.dtype != x.dtype or a.shape != (C,) or not a.flags.c_contiguous:
+                raise ValueError(f"batch_norm_forward (GPU): {name} must be a contiguous {x.dtype} CuPy array of "
+                                 f"shape ({C},) (it is updated in place), got {type(a).__name__} "
+                                 f"{getattr(a, 'dtype', '')} {tuple(getattr(a, 'shape', ()))}")
     _launch(_function("batchnorm", "batch_norm_forward_" + suffix), x.size,
-            (x, partial, gamma, beta, y, mean, var, invstd) + _ints(N, C, HW, S) + (np.float64(eps),))
+            (x, partial, gamma, beta, y, mean, var, invstd,
+             running_mean if update else mean, running_var if update else var)
+            + _ints(N, C, HW, S, update) + (np.float64(eps), np.float64(momentum)))
     return y, mean, var, invstd
 
 
@@ -373,6 +397,66 @@ def _channel_vector(a, name, x):
         raise ValueError(f"batch norm (GPU): {name} must have shape ({x.shape[1]},) for x of shape "
                          f"{tuple(x.shape)}, got {tuple(a.shape)}")
     return cp.ascontiguousarray(a.astype(x.dtype, copy=False))
+
+
+# ---- gemm.cu ---------------------------------------------------------------------------------------
+def matmul(a, b):
+    """a @ b (leading dimensions broadcast): cuBLAS through cupy.matmul, except while the current stream
+    is being captured into a CUDA graph -- CuPy cannot capture cuBLAS calls -- where gemm.cu does it."""
+    if cp.cuda.get_current_stream().is_capturing():
+        return gemm(a, b)
+    return cp.matmul(a, b)
+
+
+GEMM_TILE = 16            # gemm.cu's TILE: blocks of GEMM_TILE**2 threads, one output tile each
+GEMM_BLOCKS_WANTED = 528  # about 4 blocks per multiprocessor of an H100: fewer output tiles -> split the k sum
+
+
+def _as_batch(a, batch_shape):
+    """a broadcast to batch_shape + its last two dimensions, as (batch, rows, columns) (a view where possible)."""
+    a = cp.broadcast_to(a, tuple(batch_shape) + tuple(a.shape[-2:]))
+    a = a.reshape((-1,) + tuple(a.shape[-2:]))
+    if any(s < 0 for s in a.strides):
+        a = cp.ascontiguousarray(a)
+    return a
+
+
+def gemm(a, b):
+    """a @ b with the tiled kernel of gemm.cu: any strides, leading dimensions broadcast, k split when the
+    output has few tiles (the S partial products are then added in a fixed order)."""
+    for name, m in (("a", a), ("b", b)):
+        if not isinstance(m, cp.ndarray):
+            raise TypeError(f"gemm (GPU): {name} must be a CuPy array, got {type(m).__module__}.{type(m).__name__}")
+        if m.dtype not in _SUFFIX or m.ndim < 2:
+            raise ValueError(f"gemm (GPU): {name} must be a float32/float64 array of at least 2 dimensions, "
+                             f"got dtype {m.dtype} and shape {tuple(m.shape)}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"gemm (GPU): a is {a.dtype} but b is {b.dtype}")
+    (M, K), (K2, N) = a.shape[-2:], b.shape[-2:]
+    if K != K2:
+        raise ValueError(f"gemm (GPU): inner dimensions differ: {tuple(a.shape)} @ {tuple(b.shape)} ({K} != {K2})")
+    batch_shape = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
+    a3, b3 = _as_batch(a, batch_shape), _as_batch(b, batch_shape)
+    batch = a3.shape[0]
+    tiles = batch * -(-M // GEMM_TILE) * -(-N // GEMM_TILE)
+    S = 1
+    if 0 < tiles < GEMM_BLOCKS_WANTED:
+        S = max(1, min(-(-GEMM_BLOCKS_WANTED // tiles), -(-K // GEMM_TILE)))
+    KS = -(-max(K, 1) // S)
+    KS = -(-KS // GEMM_TILE) * GEMM_TILE
+    S = max(1, -(-K // KS))
+    out = cp.empty((batch, S, M, N), dtype=a.dtype)
+    if out.size:
+        if K == 0:
+            out.fill(0)
+        else:
+            sa = tuple(np.int64(s // a3.itemsize) for s in a3.strides)
+            sb = tuple(np.int64(s // b3.itemsize) for s in b3.strides)
+            blocks = min(tiles * S, MAX_BLOCKS)
+            _function("gemm", "gemm_" + _SUFFIX[a.dtype])((blocks,), (GEMM_TILE * GEMM_TILE,),
+                                                          (a3, b3, out) + _ints(batch, M, N, K, S, KS) + sa + sb)
+    c = out[:, 0] if S == 1 else out.sum(axis=1)
+    return c.reshape(batch_shape + (M, N))
 
 
 # ---- optim.cu --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Notation: n values (the activations, flattened).
 The plain versions are one NumPy expression each (`relu_forward_numpy`, `relu_backward_numpy`), and
 the readable definition is in minicnn/functional/activation.py. NumPy runs them on one thread, the
 backward in two passes (a boolean mask, then a product); these loops split the values over Numba's
-threads and read each array once. The GPU backend uses CuPy's elementwise maximum and product.
+threads and read each array once. relu.cu holds the same two loops for the GPU, one thread per value.
 """
 import numpy as np
 from numba import njit, prange

@@ -43,6 +43,7 @@ import minicnn.backend as backend
 import minicnn.functional as F
 from minicnn import Tensor, nn
 from minicnn.kernels import cpu
+from minicnn.kernels.gemm import matmul_reference
 from helpers import unfold_cases
 
 KERNELS_DIR = os.path.dirname(cpu.__file__)
@@ -117,7 +118,8 @@ def load_gpu_module(fake_cupy, name="minicnn.kernels._gpu_with_fake_cupy"):
 def host_cupy(raw_module):
     """NumPy dressed as the part of CuPy that gpu.py uses, with `raw_module` in place of cupy.RawModule."""
     return types.SimpleNamespace(ndarray=np.ndarray, ascontiguousarray=np.ascontiguousarray, empty=np.empty,
-                                 empty_like=np.empty_like, asarray=np.asarray, ones=np.ones, RawModule=raw_module)
+                                 empty_like=np.empty_like, asarray=np.asarray, ones=np.ones, broadcast_to=np.broadcast_to,
+                                 RawModule=raw_module)
 
 
 # The wide-grid column kernels are needed only by a backend that declares wide_columns = True (the CPU's).
@@ -239,6 +241,7 @@ class HostModule:
 
 class HostKernel:
     launches = []  # (kernel name, grid, block) of every launch, for the tests to look at
+    STRIDED = {"gemm_f32", "gemm_f64"}  # kernels given strides with their arrays: views need not be contiguous
 
     def __init__(self, lib, name, signature, cooperative=False):
         self.lib, self.name, self.signature, self.cooperative = lib, name, signature, cooperative
@@ -248,7 +251,8 @@ class HostKernel:
         c_args = []
         for i, (arg, (kind, ctype)) in enumerate(zip(args, self.signature)):
             if kind == "ptr":
-                assert isinstance(arg, np.ndarray) and arg.dtype == ctype and arg.flags.c_contiguous, \
+                assert isinstance(arg, np.ndarray) and arg.dtype == ctype and (
+                    arg.flags.c_contiguous or self.name in HostKernel.STRIDED), \
                     f"{self.name}: argument {i} must be a contiguous {np.dtype(ctype)} array, got {type(arg)} {arg.dtype}"
                 c_args.append(ctypes.c_void_p(arg.ctypes.data))
             else:
@@ -406,15 +410,17 @@ def test_host_emulated_batch_norm_matches_numba(host_gpu, N, C, H, W, threads, d
     gy = rng.standard_normal((N, C, H, W)).astype(dtype)
     old = host_gpu.THREADS
     host_gpu.THREADS = threads
+    running = [rng.uniform(0.5, 2, C).astype(dtype) for _ in range(2)]  # running mean and variance
+    running_ref = [a.copy() for a in running]
     try:
-        got = host_gpu.batch_norm_forward(x, gamma, beta, 1e-3)
-        y, mean, var, invstd = cpu.batch_norm_forward(x, gamma, beta, 1e-3)
+        got = host_gpu.batch_norm_forward(x, gamma, beta, 1e-3, *running, 0.3)
+        y, mean, var, invstd = cpu.batch_norm_forward(x, gamma, beta, 1e-3, *running_ref, 0.3)
         got_back = host_gpu.batch_norm_backward(gy, x, mean, invstd, gamma)
     finally:
         host_gpu.THREADS = old
     want_back = cpu.batch_norm_backward(gy, x, mean, invstd, gamma)
     rtol, atol = (2e-5, 2e-5) if dtype == np.float32 else (1e-10, 1e-10)
-    for a, b in zip(got + got_back, (y, mean, var, invstd) + want_back):
+    for a, b in zip(got + got_back + tuple(running), (y, mean, var, invstd) + want_back + tuple(running_ref)):
         assert a.dtype == dtype
         np.testing.assert_allclose(a, b, rtol=rtol, atol=atol * max(1.0, float(np.abs(b).max())))
 
@@ -432,6 +438,56 @@ def test_host_emulated_batch_norm_blocks_wait_for_each_other(host_gpu):
         host_gpu.THREADS = old
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(var, x.var(axis=(0, 2, 3)), rtol=1e-12)
+
+
+@needs_cxx
+@HOST_SETTINGS
+@given(st.integers(1, 40), st.sampled_from([np.float32, np.float64]), st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_relu_equals_numba_bit_for_bit(host_gpu, n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n).astype(dtype)
+    x[rng.random(n) < 0.2] = 0.0
+    x[rng.random(n) < 0.1] = np.nan
+    gy = rng.standard_normal(n).astype(dtype)
+    gy[rng.random(n) < 0.1] = np.inf
+    y = host_gpu.relu_forward(x)
+    np.testing.assert_array_equal(y, cpu.relu_forward(x))
+    np.testing.assert_array_equal(host_gpu.relu_backward(gy, y), cpu.relu_backward(gy, y))
+
+
+@st.composite
+def gemm_cases(draw):
+    """(a, b): shapes with ragged tiles, views with other strides (transposed), broadcast batch dimensions."""
+    M, N, K = draw(st.integers(1, 20)), draw(st.integers(1, 20)), draw(st.integers(1, 40))
+    batch_a, batch_b = draw(st.sampled_from([((), ()), ((2,), (2,)), ((3,), ()), ((2, 1), (1, 2))]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 31 - 1)))
+    a = rng.standard_normal(batch_a + (M, K)).astype(dtype)
+    b = rng.standard_normal(batch_b + (K, N)).astype(dtype)
+    if draw(st.booleans()):  # a as the transpose of a contiguous (K, M) array: column strides
+        a = np.ascontiguousarray(a.swapaxes(-1, -2)).swapaxes(-1, -2)
+    if draw(st.booleans()):
+        b = np.ascontiguousarray(b.swapaxes(-1, -2)).swapaxes(-1, -2)
+    return a, b
+
+
+@needs_cxx
+@settings(max_examples=15, deadline=None)
+@given(gemm_cases(), st.sampled_from([1, 3, 528]))
+def test_host_emulated_gemm_equals_the_definition(host_gpu, case, wanted_blocks):
+    """gemm.cu (16x16 tiles in shared memory, blocks of 256 real threads) against matmul_reference; few wanted
+    blocks keep k in one slice, many split it into slices of 16 whose partial products are added."""
+    a, b = case
+    old = host_gpu.GEMM_BLOCKS_WANTED
+    host_gpu.GEMM_BLOCKS_WANTED = wanted_blocks
+    try:
+        got = host_gpu.gemm(a, b)
+    finally:
+        host_gpu.GEMM_BLOCKS_WANTED = old
+    want = matmul_reference(a, b)
+    assert got.shape == want.shape and got.dtype == a.dtype
+    tol = 1e-5 if a.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(a.shape[-1]) * 4)
 
 
 @needs_cxx

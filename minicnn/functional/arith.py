@@ -4,7 +4,7 @@ Broadcasting is handled once, in the engine (`autograd.sum_to`), so these backwa
 return gradients of the broadcast shape.
 """
 from ..autograd import Function
-from ..backend import get_array_module
+from ..backend import get_array_module, kernels_for
 
 
 class Add(Function):
@@ -85,7 +85,7 @@ class Log(Function):
 
 
 class MatMul(Function):
-    """a @ b for 2-D matrices (or stacks of them): ga = gy @ b^T, gb = a^T @ gy."""
+    """a @ b for 2-D matrices (or stacks of them): ga = gy @ b^T, gb = a^T @ gy (the backend's matmul, kernels/gemm.py)."""
 
     def forward(self, a, b):
         if a.ndim < 2 or b.ndim < 2:
@@ -93,11 +93,12 @@ class MatMul(Function):
         if a.shape[-1] != b.shape[-2]:
             raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} ({a.shape[-1]} != {b.shape[-2]})")
         self.a, self.b = a, b
-        return a @ b
+        return kernels_for(a).matmul(a, b)
 
     def backward(self, gy):
-        ga = gy @ self.b.swapaxes(-1, -2) if self.needs_input_grad[0] else None
-        gb = self.a.swapaxes(-1, -2) @ gy if self.needs_input_grad[1] else None
+        K = kernels_for(gy)
+        ga = K.matmul(gy, self.b.swapaxes(-1, -2)) if self.needs_input_grad[0] else None
+        gb = K.matmul(self.a.swapaxes(-1, -2), gy) if self.needs_input_grad[1] else None
         return ga, gb
 
 

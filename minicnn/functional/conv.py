@@ -25,6 +25,7 @@ def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
 class Conv2d(Function):
     """Forward: col = im2col(x); y = W @ col per group. Backward: gW = gy @ col^T; gcol = W^T @ gy; gx = col2im(gcol).
 
+    The products run through the backend's `matmul` (kernels/gemm.py: BLAS on the CPU; cuBLAS on the GPU).
     The batch is processed in chunks of images chosen by the backend (`batch_chunks`): on the CPU,
     chunks small enough that their column matrix stays in the cache, run on a pool of threads
     (`map_chunks`); on the GPU, the whole batch at once. The column matrix is not kept for backward:
@@ -87,14 +88,14 @@ class Conv2d(Function):
         xp, K = get_array_module(x), kernels_for(x)
         wg = w.reshape(G, OC // G, Cg * KH * KW)
         if self._is_pointwise(KH, KW):
-            y = wg @ x.reshape(N, G, Cg, H * W)  # (G, OC/G, C/G) @ (N, G, C/G, HW) -> (N, G, OC/G, HW)
+            y = K.matmul(wg, x.reshape(N, G, Cg, H * W))  # (G, OC/G, C/G) @ (N, G, C/G, HW) -> (N, G, OC/G, HW)
             y = y.reshape(N, OC, OH, OW)
             return y if b is None else y + b.reshape(1, OC, 1, 1)
         y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
         WG = self._grid_width(K)
 
         def chunk(n0, n1):  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*WG)
-            yc = (wg @ self._columns(K, n0, n1, WG)).reshape(OC, n1 - n0, OH, WG)[..., :OW]
+            yc = K.matmul(wg, self._columns(K, n0, n1, WG)).reshape(OC, n1 - n0, OH, WG)[..., :OW]
             if b is not None:
                 yc += b.reshape(OC, 1, 1, 1)
             y[n0:n1] = yc.transpose(1, 0, 2, 3)
@@ -113,15 +114,18 @@ class Conv2d(Function):
             gyg = gy.reshape(N, G, OC // G, H * W)
             if need_w:
                 xg = self.x.reshape(N, G, Cg, H * W)
-                gw = (gyg @ xg.swapaxes(-1, -2)).sum(axis=0).reshape(self.w.shape)
+                gw = K.matmul(gyg, xg.swapaxes(-1, -2)).sum(axis=0).reshape(self.w.shape)
             if need_x:
-                gx = (wg.swapaxes(-1, -2) @ gyg).reshape(N, C, H, W)
+                gx = K.matmul(wg.swapaxes(-1, -2), gyg).reshape(N, C, H, W)
             return gx, gw, gb
-        if need_x:
-            gx = xp.empty((N, C, H, W), dtype=gy.dtype)
         WG = self._grid_width(K)
+        chunks = self._chunks(K, WG)
+        whole = len(chunks) == 1  # one chunk (the GPU's): its image gradient is gx itself, no copy
+        if need_x and not whole:
+            gx = xp.empty((N, C, H, W), dtype=gy.dtype)
 
         def chunk(n0, n1):
+            nonlocal gx
             m = n1 - n0
             gy_grid = (xp.zeros if WG != OW else xp.empty)((OC, m, OH, WG), dtype=gy.dtype)
             gy_grid[..., :OW] = gy[n0:n1].transpose(1, 0, 2, 3)   # the wide grid's garbage outputs: gradient 0
@@ -130,12 +134,15 @@ class Conv2d(Function):
             if need_w:
                 # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of
                 # the skinny product about twice as fast (benchmarks/README.md)
-                part = (self._columns(K, n0, n1, WG) @ gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2)
+                part = K.matmul(self._columns(K, n0, n1, WG), gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2)
             if need_x:
-                gcol = (wg.swapaxes(-1, -2) @ gy_mat).reshape(C, KH, KW, m, OH, WG)
-                gx[n0:n1] = self._image_gradient(K, gcol)
+                gcol = K.matmul(wg.swapaxes(-1, -2), gy_mat).reshape(C, KH, KW, m, OH, WG)
+                if whole:
+                    gx = self._image_gradient(K, gcol)
+                else:
+                    gx[n0:n1] = self._image_gradient(K, gcol)
             return part
-        parts = K.map_chunks(chunk, self._chunks(K, WG))
+        parts = K.map_chunks(chunk, chunks)
         if need_w:
             gw = parts[0]
             for part in parts[1:]:  # summed in chunk order: the same result whatever thread finished first

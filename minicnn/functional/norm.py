@@ -27,15 +27,9 @@ class BatchNorm2d(Function):
     def forward(self, x, gamma, beta):
         self.gamma = gamma
         if self.training:
-            y, mu, var, self.invstd = kernels_for(x).batch_norm_forward(x, gamma, beta, self.eps)
+            y, mu, var, self.invstd = kernels_for(x).batch_norm_forward(
+                x, gamma, beta, self.eps, self.running_mean, self.running_var, self.momentum)  # running: in place
             self.x, self.mean = x, mu
-            if self.running_mean is not None:
-                M = x.size // x.shape[1]
-                m = self.momentum
-                self.running_mean *= 1 - m
-                self.running_mean += m * mu
-                self.running_var *= 1 - m
-                self.running_var += m * var * (M / max(M - 1, 1))
             return y
         xp = get_array_module(x)
         shape = (1, -1, 1, 1)

@@ -1,0 +1,72 @@
+/* Matrix product on the GPU, the textbook way: 16 x 16 tiles through shared memory (gemm.py holds the CPU side).
+
+The GPU backend multiplies with cuBLAS (cupy.matmul). This kernel serves where cuBLAS cannot: inside
+a CUDA graph being captured (CuPy refuses cuBLAS calls during stream capture). It is also the
+plainest fast GEMM there is, and worth reading once.
+
+Notation:
+    batch   independent products       M, N, K   C (M x N) = A (M x K) @ B (K x N)
+    sAb, sAm, sAk   element strides of A along batch, row, column (any layout: a transposed view
+    sBb, sBk, sBn   is just other strides), likewise for B; C is written C-contiguous
+    S, KS   split-K: the sum over k is cut into S slices of KS values (KS a multiple of TILE);
+            slice s writes its own partial product Cp[b, s] = A[b, :, sKS:(s+1)KS] @ B[b, sKS:(s+1)KS, :],
+            and the caller adds the S partial products (fixed order, so the result is repeatable)
+
+    Cp[(b*S + s)*M*N + i*N + j] = sum over k in slice s of A[b*sAb + i*sAm + k*sAk] * B[b*sBb + k*sBk + j*sBn]
+
+Thread mapping: ONE BLOCK OF TILE*TILE = 256 THREADS PER OUTPUT TILE (b, s, tile row, tile column);
+thread (ty, tx) = (threadIdx.x / TILE, threadIdx.x % TILE) owns output (i, j) = (tile row*TILE + ty,
+tile column*TILE + tx). For each step of TILE values of k:
+    1. every thread loads ONE value of A's tile (row i, column k + tx) and ONE of B's (row k + ty,
+       column j) into shared memory (zero outside the matrices), then waits for the others;
+    2. every thread adds the TILE products of its row of As with its column of Bs, then waits again
+       before the tiles are overwritten.
+Each value loaded from global memory is so used TILE times. Accumulation in T (float or double), as
+cuBLAS does. Blocks run a grid-stride loop over the tiles, so any grid size covers any product.
+
+Types: float (suffix _f32) and double (suffix _f64).
+Self-contained on purpose (no #include): NVRTC (CuPy) and nvcc compile exactly this text.
+*/
+
+#define TILE 16
+
+template <typename T>
+__device__ void gemm_impl(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ Cp,
+                          int batch, int M, int N, int K, int S, int KS,
+                          long long sAb, long long sAm, long long sAk, long long sBb, long long sBk, long long sBn)
+{
+    __shared__ T As[TILE][TILE + 1];   /* +1: the threads of a warp read a column of As without bank conflicts */
+    __shared__ T Bs[TILE][TILE];
+    const int tx = threadIdx.x % TILE, ty = threadIdx.x / TILE;
+    const long long tilesM = (M + TILE - 1) / TILE, tilesN = (N + TILE - 1) / TILE;
+    const long long tiles = (long long)batch * S * tilesM * tilesN;
+    for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {   /* the same t for the whole block */
+        const long long tn = t % tilesN, tm = (t / tilesN) % tilesM;
+        const long long s = (t / (tilesN * tilesM)) % S, b = t / (tilesN * tilesM * S);
+        const long long i = tm * TILE + ty, j = tn * TILE + tx;
+        const long long k0 = s * KS, k1 = k0 + KS < K ? k0 + KS : K;
+        const T* a = A + b * sAb;
+        const T* bb = B + b * sBb;
+        T acc = (T)0;
+        for (long long kk = k0; kk < k1; kk += TILE) {
+            const long long ka = kk + tx, kb = kk + ty;
+            As[ty][tx] = (i < M && ka < k1) ? a[i * sAm + ka * sAk] : (T)0;
+            Bs[ty][tx] = (kb < k1 && j < N) ? bb[kb * sBk + j * sBn] : (T)0;
+            __syncthreads();
+            for (int q = 0; q < TILE; ++q)
+                acc += As[ty][q] * Bs[q][tx];
+            __syncthreads();
+        }
+        if (i < M && j < N)
+            Cp[((b * S + s) * M + i) * N + j] = acc;
+    }
+}
+
+#define MINICNN_GEMM_ENTRIES(T, SUFFIX)                                                              \
+extern "C" __global__ void gemm_##SUFFIX(const T* A, const T* B, T* Cp, int batch, int M, int N, int K, \
+        int S, int KS, long long sAb, long long sAm, long long sAk, long long sBb, long long sBk,      \
+        long long sBn)                                                                                \
+{ gemm_impl<T>(A, B, Cp, batch, M, N, K, S, KS, sAb, sAm, sAk, sBb, sBk, sBn); }
+
+MINICNN_GEMM_ENTRIES(float, f32)
+MINICNN_GEMM_ENTRIES(double, f64)

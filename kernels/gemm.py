@@ -1,0 +1,25 @@
+"""Matrix products on the CPU: NumPy's matmul, which hands the work to BLAS (gemm.cu is the GPU side).
+
+Notation: C (M x N) = A (M x K) @ B (K x N), for each index of the leading (batch) dimensions, which
+broadcast as in NumPy. Every convolution of minicnn ends in such products (functional/conv.py):
+    forward   y = W @ col            (OC x C*KH*KW) @ (C*KH*KW x N*OH*OW)
+    backward  gW = gy @ col^T,  gcol = W^T @ gy
+The engine calls them through the backend (`kernels_for(x).matmul`), so the GPU can choose how to
+run them (kernels/gpu.py: cuBLAS, or gemm.cu while a CUDA graph is captured).
+"""
+import numpy as np
+
+
+def matmul(a, b):
+    """a @ b for arrays of at least 2 dimensions, leading dimensions broadcast (NumPy -> BLAS)."""
+    return np.matmul(a, b)
+
+
+def matmul_reference(a, b):
+    """The definition, for the tests: C[..., i, j] = sum_k A[..., i, k] * B[..., k, j], in float64 loops over k."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    out = np.zeros(shape)
+    for k in range(a.shape[-1]):
+        out += a[..., :, k:k + 1] * b[..., k:k + 1, :]
+    return out

@@ -15,11 +15,11 @@ For every contender two numbers are printed:
 
 Contenders:
   minicnn eager       the library as the examples use it (one Python call per op, CuPy launches);
-  minicnn CUDA graph  one whole training step captured once with cupy.cuda.Stream.begin_capture() /
-                      end_capture() and replayed with graph.launch(); the batch is copied into static
-                      input buffers before each replay. Reported only when the capture works (the reason
-                      is printed otherwise). Caveat: scalars baked into the captured kernels stay fixed,
-                      e.g. Adam's bias corrections keep the value of the captured step -- the same
+  minicnn CUDA graph  one whole training step captured once (minicnn/cuda_graph.py: CuPy stream capture,
+                      GEMMs by kernels/gemm.cu since CuPy cannot capture cuBLAS) and replayed with
+                      graph.launch(); the batch is copied into static input buffers before each replay.
+                      Reported only when the capture works (the reason is printed otherwise). Caveat:
+                      host scalars stay frozen (the dropout keys, Adam's step count) -- the same
                       arithmetic, so the timing is representative, but it is not a training recipe;
   torch eager         the same network in PyTorch (default settings), when torch with CUDA is installed.
 
@@ -56,6 +56,7 @@ def parse_args(argv=None):
                    help=f"steps of the cold-start pass (default {STEPS_PER_EPOCH}, one epoch)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph capture")
+    p.add_argument("--breakdown", action="store_true", help="host time per op of one eager minicnn step")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -143,50 +144,48 @@ def bench_minicnn(x, y, args):
 
 
 def bench_minicnn_graph(cp, x, y, args):
-    """Capture one whole training step into a CUDA graph, replay it for every batch."""
+    """Capture one whole training step into a CUDA graph (minicnn/cuda_graph.py), replay it for every batch."""
+    from minicnn.cuda_graph import CapturedStep
     model, opt = minicnn_model(args.seed)
-    stream = cp.cuda.Stream(non_blocking=True)
-    x_static = cp.empty((BATCH, 1, 28, 28), dtype=np.float32)
-    y_static = cp.empty((BATCH,), dtype=np.int64)
-    pool = cp.cuda.MemoryPool()  # the graph's private memory: blocks freed during capture are never handed out again
     t0 = time.perf_counter()
-    with stream:
-        x_static[...], y_static[...] = full_batch(x, y, 0)
-        for _ in range(3):  # warm-up on this stream: every kernel compiled, every lazy initialisation done
-            minicnn_step(model, opt, x_static, y_static)
-        stream.synchronize()
-        with cp.cuda.using_allocator(pool.malloc):
-            stream.begin_capture()
-            try:
-                loss_static = minicnn_step(model, opt, x_static, y_static)
-            except BaseException:
-                try:
-                    stream.end_capture()
-                except Exception:
-                    pass
-                raise
-            graph = stream.end_capture()
-        graph.launch(stream=stream)
-        stream.synchronize()
+    step = CapturedStep(lambda xb, yb: minicnn_step(model, opt, xb, yb), *full_batch(x, y, 0), warmup=3)
+    step(*full_batch(x, y, 0))
+    step.synchronize()
     capture_seconds = time.perf_counter() - t0
 
     def replay(offset, n):
-        with stream:
-            for i in range(offset, offset + n):
-                xb, yb = full_batch(x, y, i)
-                x_static[...] = xb
-                y_static[...] = yb
-                graph.launch(stream=stream)
+        for i in range(offset, offset + n):
+            step(*full_batch(x, y, i))
 
     first_t0 = time.perf_counter()
     replay(0, args.first_epoch_steps)
-    stream.synchronize()
+    synchronize()
     first = capture_seconds + (time.perf_counter() - first_t0) * STEPS_PER_EPOCH / args.first_epoch_steps
-    step = timed(replay, args.steps, args.repeats, stream.synchronize)
-    loss = float(loss_static.get())
+    per_step = timed(replay, args.steps, args.repeats, synchronize)
+    loss = float(step.outputs.get())
     if not np.isfinite(loss):
         raise RuntimeError(f"the replayed step gives a non-finite loss {loss}")
-    return first, step, f"capture + first replay {capture_seconds:.2f}s, loss after the replays {loss:.3f}"
+    return first, per_step, (f"warm-up + capture + first replay {capture_seconds:.2f}s, loss after the replays "
+                             f"{loss:.3f}; frozen at their captured values: {', '.join(step.frozen) or 'nothing'} "
+                             "(timing representative, training not: see minicnn/cuda_graph.py)")
+
+
+def breakdown(x, y, args):
+    """Host milliseconds per Function in one eager step (no synchronisation inside: launch-bound work shows as
+    host time), and the step's wall time with a synchronisation at its end."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from train_bench import op_breakdown
+    model, opt = minicnn_model(args.seed)
+    for i in range(5):
+        minicnn_step(model, opt, *full_batch(x, y, i))
+    synchronize()
+
+    def step(i):
+        minicnn_step(model, opt, *full_batch(x, y, i))
+        synchronize()
+    result = op_breakdown(step, 20)
+    rows = "  ".join(f"{name} {ms:.2f}" for name, ms in result["rows"][:14])
+    return f"one eager step {result['step_ms']:.2f} ms (synchronised); host ms per op: {rows}"
 
 
 # ---- PyTorch -------------------------------------------------------------------------------------------
@@ -300,6 +299,11 @@ def main(argv=None):
         print(f"CUDA graph speed-up over minicnn eager: {mini / graph:.2f}x")
     for note in notes:
         print(note)
+    if args.breakdown:
+        try:
+            print(breakdown(x, y, args))
+        except Exception as exc:
+            print(f"breakdown: FAILED: {type(exc).__name__}: {exc}")
     return 0
 
 

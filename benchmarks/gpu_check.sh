@@ -6,7 +6,8 @@
 # Prints, in order:
 #   1. the machine: GPU, driver, Python / NumPy / CuPy / Numba / PyTorch versions;
 #   2. the GPU tests:      python -m pytest -q -m gpu tests/test_gpu.py
-#   3. the GPU benchmark:  python benchmarks/gpu_bench.py  (seconds per epoch, minicnn vs PyTorch, CUDA graph)
+#   3. the GPU benchmark:  python benchmarks/gpu_bench.py --breakdown  (seconds per epoch, minicnn vs PyTorch,
+#      CUDA graph; host time per op of one eager step)
 #   4. a full MNIST run:   python examples/mnist.py --device gpu --data-dir .mnist --epochs 20
 #      (per-epoch seconds and the final test accuracy; MNIST is expected in the git-ignored .mnist/).
 # Each part runs under `timeout` and its failure does not stop the others; the whole stays under
@@ -72,8 +73,8 @@ if ! grep -qE "^[0-9]+ passed[^,]*(, [0-9]+ deselected)?( in |$)" "$LOG_DIR/test
     tail -n 40 "$LOG_DIR/tests.log"
 fi
 
-section "GPU benchmark: python benchmarks/gpu_bench.py"
-run bench "$BENCH_CAP" "$PY" benchmarks/gpu_bench.py --steps 100 --repeats 3
+section "GPU benchmark: python benchmarks/gpu_bench.py --breakdown"
+run bench "$BENCH_CAP" "$PY" benchmarks/gpu_bench.py --steps 100 --repeats 3 --breakdown
 cat "$LOG_DIR/bench.log"
 
 section "MNIST: python examples/mnist.py --device gpu --data-dir .mnist --epochs 20"

@@ -62,6 +62,15 @@ FLOAT32_ONLY = ["affine_warp"]
 THREADS = 256
 MAX_BLOCKS = 65536
 
+# Host scalars passed to kernels while a CUDA graph was being captured that change from step to step in eager
+# training, and which its replays keep at their captured values (minicnn/cuda_graph.py reads and clears this
+# list). The learning rate is frozen too, but it changes only when the caller's schedule changes it.
+frozen_scalars = []
+
+
+def _capturing():
+    return cp.cuda.get_current_stream().is_capturing()
+
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _MODULES = {}    # .cu name -> cupy.RawModule, built once per process
 _FUNCTIONS = {}  # (.cu name, kernel name) -> cupy.RawKernel
@@ -282,6 +291,8 @@ def dropout_apply(x, p, key):
     if x.dtype not in _SUFFIX:
         raise TypeError(f"dropout_apply (GPU): dtype {x.dtype} is not supported; use float32 or float64")
     T = threshold(p)
+    if p > 0 and _capturing():
+        frozen_scalars.append("dropout key")
     y = cp.empty_like(x)
     if x.size:
         _launch(_function("dropout", "dropout_apply_" + _SUFFIX[x.dtype]), x.size,
@@ -403,7 +414,7 @@ def _channel_vector(a, name, x):
 def matmul(a, b):
     """a @ b (leading dimensions broadcast): cuBLAS through cupy.matmul, except while the current stream
     is being captured into a CUDA graph -- CuPy cannot capture cuBLAS calls -- where gemm.cu does it."""
-    if cp.cuda.get_current_stream().is_capturing():
+    if _capturing():
         return gemm(a, b)
     return cp.matmul(a, b)
 
@@ -466,6 +477,8 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0, decou
     if step < 1:
         raise ValueError(f"adam_update (GPU): step counts from 1, got {step}")
     bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+    if _capturing():
+        frozen_scalars.append("Adam step count")
     _launch(_function("optim", "adam_update_" + suffix), n,
             (p, g, m, v, np.int64(n), np.float64(lr), np.float64(beta1), np.float64(beta2), np.float64(eps),
              np.float64(bc1), np.float64(bc2), np.float64(weight_decay), np.int32(bool(decoupled))))

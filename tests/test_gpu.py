@@ -119,7 +119,10 @@ def host_cupy(raw_module):
     """NumPy dressed as the part of CuPy that gpu.py uses, with `raw_module` in place of cupy.RawModule."""
     return types.SimpleNamespace(ndarray=np.ndarray, ascontiguousarray=np.ascontiguousarray, empty=np.empty,
                                  empty_like=np.empty_like, asarray=np.asarray, ones=np.ones, broadcast_to=np.broadcast_to,
-                                 RawModule=raw_module)
+                                 RawModule=raw_module, cuda=types.SimpleNamespace(get_current_stream=lambda: _NEVER_CAPTURING))
+
+
+_NEVER_CAPTURING = types.SimpleNamespace(is_capturing=lambda: False)  # the host has no CUDA graphs
 
 
 # The wide-grid column kernels are needed only by a backend that declares wide_columns = True (the CPU's).
@@ -898,6 +901,103 @@ def test_gpu_eip4_training_steps_give_the_cpu_losses():
     np.testing.assert_allclose(losses["gpu"], losses["cpu"], rtol=TRAIN_RTOL, err_msg="losses of 4 steps")
     for (n, a), (_, b) in zip(model_gpu.named_buffers(), model_cpu.named_buffers()):
         assert_close(a.data, b.data, TRAIN_RTOL, TRAIN_BUFFER_ATOL, f"eip4 buffer {n}")
+
+
+# ---- the GEMM kernel and CUDA graphs -----------------------------------------------------------------------
+def _strided_like(a_host, a_gpu):
+    """a_gpu laid out like a_host: a transposed view where a_host is one."""
+    if a_host.flags.c_contiguous:
+        return a_gpu
+    return cp.ascontiguousarray(a_gpu.swapaxes(-1, -2)).swapaxes(-1, -2)
+
+
+@gpu_test
+@GPU_SETTINGS
+@given(gemm_cases())
+def test_gpu_gemm_kernel_matches_cublas(case):
+    a, b = case
+    ga, gb = _strided_like(a, to_gpu(a)), _strided_like(b, to_gpu(b))
+    got = kgpu().gemm(ga, gb)
+    assert_close(got, cp.matmul(ga, gb), *tols(a.dtype), what="gemm.cu vs cupy.matmul")
+
+
+@gpu_test
+@pytest.mark.parametrize("M, K, N, transpose_b", [(16, 144, 86528, False), (144, 86528, 16, True),
+                                                 (144, 16, 86528, False), (10, 16, 73728, False)])
+def test_gpu_gemm_kernel_on_the_eip4_shapes(M, K, N, transpose_b):
+    """The products of eip4's second convolution (forward, weight gradient with split k, column gradient) and
+    of the 1x1 convolution, as the engine hands them over (the weight gradient's B is a transposed view)."""
+    rng = cp.random.default_rng(3)
+    a = rng.standard_normal((1, M, K), dtype=np.float32)
+    b = (rng.standard_normal((1, N, K), dtype=np.float32).swapaxes(-1, -2) if transpose_b
+         else rng.standard_normal((1, K, N), dtype=np.float32))
+    want = cp.matmul(a.astype(np.float64), b.astype(np.float64))
+    got = kgpu().gemm(a, b)
+    scale = float(cp.abs(want).max())
+    assert_close(got.astype(np.float64), want, 1e-4, 1e-5 * scale, what=f"gemm {M}x{K} @ {K}x{N}")
+
+
+def _sgd_eip4_pair(seed):
+    from minicnn import optim
+    from minicnn.models import eip4
+    minicnn.manual_seed(seed)
+    eager = eip4(dropout=0.0).to("gpu")
+    graphed = copy.deepcopy(eager)
+    return [(m, optim.SGD(m.parameters(), lr=0.01, momentum=0.9)) for m in (eager, graphed)]
+
+
+def _train_step(model, opt):
+    def step(x, y):
+        loss = F.cross_entropy(model(Tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.data
+    return step
+
+
+@gpu_test
+def test_gpu_training_step_replayed_from_a_cuda_graph_trains_like_eager_steps():
+    """eip4 without dropout, SGD with momentum at a constant rate: nothing frozen, so every replay of the captured
+    step must give the loss, weights and running statistics of the same step run eagerly (the graph multiplies
+    with gemm.cu, eager with cuBLAS: TRAIN_RTOL)."""
+    from minicnn.cuda_graph import CapturedStep
+    (eager, opt_e), (graphed, opt_g) = _sgd_eip4_pair(0)
+    rng = np.random.default_rng(5)
+    batches = [(to_gpu(rng.random((32, 1, 28, 28), dtype=np.float32)), to_gpu(rng.integers(0, 10, 32)))
+               for _ in range(6)]
+    eager_step = _train_step(eager, opt_e)
+    for _ in range(2):  # CapturedStep's warm-up runs the example batch twice for real: the same here
+        eager_step(*batches[0])
+    captured = CapturedStep(_train_step(graphed, opt_g), *batches[0], warmup=2, strict=True)
+    assert captured.frozen == []
+    losses = {"eager": [], "graph": []}
+    for xb, yb in batches[1:]:
+        losses["eager"].append(float(host(eager_step(xb, yb))))
+        losses["graph"].append(float(host(captured(xb, yb))))
+    np.testing.assert_allclose(losses["graph"], losses["eager"], rtol=TRAIN_RTOL, err_msg="losses of 5 replays")
+    assert len(set(losses["graph"])) == 5, "the replays did not train: the loss did not move"
+    for (n, a), (_, b) in zip(graphed.named_parameters(), eager.named_parameters()):
+        assert_close(a.data, b.data, TRAIN_RTOL, TRAIN_BUFFER_ATOL, f"parameter {n}")
+    for (n, a), (_, b) in zip(graphed.named_buffers(), eager.named_buffers()):
+        assert_close(a.data, b.data, TRAIN_RTOL, TRAIN_BUFFER_ATOL, f"buffer {n}")
+
+
+@gpu_test
+def test_cuda_graph_names_the_scalars_it_freezes():
+    """Dropout and Adam pass host scalars that a replay cannot change: listed in `frozen`, refused with strict."""
+    from minicnn import optim
+    from minicnn.cuda_graph import CapturedStep
+    from minicnn.models import eip4
+    minicnn.manual_seed(1)
+    model = eip4(dropout=0.1).to("gpu")
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    x, y = to_gpu(np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)), to_gpu(np.arange(16) % 10)
+    captured = CapturedStep(_train_step(model, opt), x, y, warmup=1)
+    assert captured.frozen == ["Adam step count", "dropout key"]
+    assert np.isfinite(float(host(captured(x, y))))
+    with pytest.raises(RuntimeError, match="dropout key"):
+        CapturedStep(_train_step(model, opt), x, y, warmup=1, strict=True)
 
 
 # ---- devices -------------------------------------------------------------------------------------------

@@ -69,7 +69,9 @@ frozen_scalars = []
 
 
 def _capturing():
-    return cp.cuda.get_current_stream().is_capturing()
+    """Is the current stream being captured into a CUDA graph? (Never the legacy default stream, ptr 0.)"""
+    stream = cp.cuda.get_current_stream()
+    return stream.ptr != 0 and stream.is_capturing()
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _MODULES = {}    # .cu name -> cupy.RawModule, built once per process

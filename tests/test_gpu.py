@@ -122,7 +122,7 @@ def host_cupy(raw_module):
                                  RawModule=raw_module, cuda=types.SimpleNamespace(get_current_stream=lambda: _NEVER_CAPTURING))
 
 
-_NEVER_CAPTURING = types.SimpleNamespace(is_capturing=lambda: False)  # the host has no CUDA graphs
+_NEVER_CAPTURING = types.SimpleNamespace(ptr=0, is_capturing=lambda: False)  # the host has no CUDA graphs
 
 
 # The wide-grid column kernels are needed only by a backend that declares wide_columns = True (the CPU's).

@@ -57,13 +57,13 @@ __device__ void forward_sums_impl(const T* __restrict__ x, double* __restrict__ 
                                   int N, int C, int HW, int S)
 {
     __shared__ double a[BN_MAX_THREADS], b[BN_MAX_THREADS];
-    const long long M = (long long)N * HW;
-    const long long B = blockDim.x;
-    for (long long blk = blockIdx.x; blk < (long long)C * S; blk += gridDim.x) {  /* the same for the whole block */
-        const int c = (int)(blk / S), s = (int)(blk % S);
-        const double k = (double)x[(long long)c * HW];
+    const int M = N * HW;                   /* 32-bit index arithmetic: gpu.py keeps x below 2^31 values */
+    const int B = blockDim.x;
+    for (int blk = blockIdx.x; blk < C * S; blk += gridDim.x) {  /* the same for the whole block */
+        const int c = blk / S, s = blk % S;
+        const double k = (double)x[c * HW];
         double sd = 0.0, sq = 0.0;
-        for (long long j = s * B + threadIdx.x; j < M; j += S * B) {
+        for (int j = s * B + threadIdx.x; j < M; j += S * B) {
             const double d = (double)x[((j / HW) * C + c) * HW + j % HW] - k;
             sd += d;
             sq += d * d;
@@ -91,19 +91,19 @@ __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__
     const double M = (double)N * HW;
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int c = (int)((i / HW) % C);
+        const int c = ((int)i / HW) % C;
         double sd = 0.0, sq = 0.0;
         for (int s = 0; s < S; ++s) {
-            sd += partial[((long long)c * S + s) * 2];
-            sq += partial[((long long)c * S + s) * 2 + 1];
+            sd += partial[(c * S + s) * 2];
+            sq += partial[(c * S + s) * 2 + 1];
         }
-        const double k = (double)x[(long long)c * HW];
+        const double k = (double)x[c * HW];
         const double mu = k + sd / M;
         double v = sq / M - (sd / M) * (sd / M);
         v = v > 0.0 ? v : 0.0;
         const double r = 1.0 / sqrt(v + eps);
         y[i] = (T)(((double)x[i] - mu) * (r * (double)gamma[c]) + (double)beta[c]);
-        if (i == (long long)c * HW) {  /* value j = 0 of channel c: n = 0, hw = 0 */
+        if ((int)i == c * HW) {  /* value j = 0 of channel c: n = 0, hw = 0 */
             mean[c] = (T)mu;
             var[c] = (T)v;
             invstd[c] = (T)r;
@@ -121,14 +121,14 @@ __device__ void backward_sums_impl(const T* __restrict__ gy, const T* __restrict
                                    double* __restrict__ partial, int N, int C, int HW, int S)
 {
     __shared__ double a[BN_MAX_THREADS], b[BN_MAX_THREADS];
-    const long long M = (long long)N * HW;
-    const long long B = blockDim.x;
-    for (long long blk = blockIdx.x; blk < (long long)C * S; blk += gridDim.x) {
-        const int c = (int)(blk / S), s = (int)(blk % S);
+    const int M = N * HW;
+    const int B = blockDim.x;
+    for (int blk = blockIdx.x; blk < C * S; blk += gridDim.x) {
+        const int c = blk / S, s = blk % S;
         const double m = (double)mean[c];
         double sg = 0.0, sgx = 0.0;
-        for (long long j = s * B + threadIdx.x; j < M; j += S * B) {
-            const long long at = ((j / HW) * C + c) * HW + j % HW;
+        for (int j = s * B + threadIdx.x; j < M; j += S * B) {
+            const int at = ((j / HW) * C + c) * HW + j % HW;
             const double g = (double)gy[at];
             sg += g;
             sgx += g * ((double)x[at] - m);
@@ -155,17 +155,17 @@ __device__ void backward_impl(const T* __restrict__ gy, const T* __restrict__ x,
     const double M = (double)N * HW;
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int c = (int)((i / HW) % C);
+        const int c = ((int)i / HW) % C;
         double db = 0.0, dg = 0.0;
         for (int s = 0; s < S; ++s) {
-            db += partial[((long long)c * S + s) * 2];
-            dg += partial[((long long)c * S + s) * 2 + 1];
+            db += partial[(c * S + s) * 2];
+            dg += partial[(c * S + s) * 2 + 1];
         }
         const double m = (double)mean[c], k = (double)invstd[c];
         dg *= k;  /* sum gy * xhat = invstd * sum gy * (x - mean) */
         const double xhat = ((double)x[i] - m) * k;
         gx[i] = (T)((double)gamma[c] * k * ((double)gy[i] - db / M - xhat * dg / M));
-        if (i == (long long)c * HW) {
+        if ((int)i == c * HW) {
             dgamma[c] = (T)dg;
             dbeta[c] = (T)db;
         }

@@ -10,3 +10,4 @@ from .parallel import batch_chunks, map_chunks  # noqa: F401
 from .gemm import matmul  # noqa: F401
 
 wide_columns = True   # stride-1 convolutions use im2col_wide / col2im_wide (kernels/im2col.py)
+keep_columns = False  # recompute im2col in backward: a chunk's columns are cheaper to rebuild than to keep (cache)

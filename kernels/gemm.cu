@@ -10,7 +10,7 @@ Notation:
     sBb, sBk, sBn   is just other strides), likewise for B; C is written C-contiguous
     S, KS   split-K: the sum over k is cut into S slices of KS values (KS a multiple of TILE);
             slice s writes its own partial product Cp[b, s] = A[b, :, sKS:(s+1)KS] @ B[b, sKS:(s+1)KS, :],
-            and the caller adds the S partial products (fixed order, so the result is repeatable)
+            and gemm_sum_slices adds the S partial products in slice order (so the result is repeatable)
 
     Cp[(b*S + s)*M*N + i*N + j] = sum over k in slice s of A[b*sAb + i*sAm + k*sAk] * B[b*sBb + k*sBk + j*sBn]
 
@@ -18,7 +18,9 @@ Thread mapping: ONE BLOCK OF TILE*TILE = 256 THREADS PER OUTPUT TILE (b, s, tile
 thread (ty, tx) = (threadIdx.x / TILE, threadIdx.x % TILE) owns output (i, j) = (tile row*TILE + ty,
 tile column*TILE + tx). For each step of TILE values of k:
     1. every thread loads ONE value of A's tile (row i, column k + tx) and ONE of B's (row k + ty,
-       column j) into shared memory (zero outside the matrices), then waits for the others;
+       column j) into shared memory (zero outside the matrices), then waits for the others; for an
+       operand that is a transposed view the roles of tx and ty swap, so that a warp still reads
+       consecutive addresses (one memory transaction instead of sixteen);
     2. every thread adds the TILE products of its row of As with its column of Bs, then waits again
        before the tiles are overwritten.
 Each value loaded from global memory is so used TILE times. Accumulation in T (float or double), as
@@ -35,8 +37,8 @@ __device__ void gemm_impl(const T* __restrict__ A, const T* __restrict__ B, T* _
                           int batch, int M, int N, int K, int S, int KS,
                           long long sAb, long long sAm, long long sAk, long long sBb, long long sBk, long long sBn)
 {
-    __shared__ T As[TILE][TILE + 1];   /* +1: the threads of a warp read a column of As without bank conflicts */
-    __shared__ T Bs[TILE][TILE];
+    __shared__ T As[TILE][TILE + 1];   /* +1: a warp writing a column of a tile hits 16 different banks */
+    __shared__ T Bs[TILE][TILE + 1];
     const int tx = threadIdx.x % TILE, ty = threadIdx.x / TILE;
     const long long tilesM = (M + TILE - 1) / TILE, tilesN = (N + TILE - 1) / TILE;
     const long long tiles = (long long)batch * S * tilesM * tilesN;
@@ -49,9 +51,22 @@ __device__ void gemm_impl(const T* __restrict__ A, const T* __restrict__ B, T* _
         const T* bb = B + b * sBb;
         T acc = (T)0;
         for (long long kk = k0; kk < k1; kk += TILE) {
-            const long long ka = kk + tx, kb = kk + ty;
-            As[ty][tx] = (i < M && ka < k1) ? a[i * sAm + ka * sAk] : (T)0;
-            Bs[ty][tx] = (kb < k1 && j < N) ? bb[kb * sBk + j * sBn] : (T)0;
+            /* Each thread loads one value of each tile. Which one: consecutive threads (tx) should read
+               consecutive addresses, so the mapping follows the operand's contiguous direction. */
+            if (sAk == 1 || sAm != 1) {      /* A row-major: tx walks along k */
+                const long long ka = kk + tx;
+                As[ty][tx] = (i < M && ka < k1) ? a[i * sAm + ka * sAk] : (T)0;
+            } else {                          /* A a transposed view: tx walks along i */
+                const long long ia = tm * TILE + tx, ka = kk + ty;
+                As[tx][ty] = (ia < M && ka < k1) ? a[ia * sAm + ka * sAk] : (T)0;
+            }
+            if (sBn == 1 || sBk != 1) {      /* B row-major: tx walks along j */
+                const long long kb = kk + ty;
+                Bs[ty][tx] = (kb < k1 && j < N) ? bb[kb * sBk + j * sBn] : (T)0;
+            } else {                          /* B a transposed view: tx walks along k */
+                const long long kb = kk + tx, jb = tn * TILE + ty;
+                Bs[tx][ty] = (kb < k1 && jb < N) ? bb[kb * sBk + jb * sBn] : (T)0;
+            }
             __syncthreads();
             for (int q = 0; q < TILE; ++q)
                 acc += As[ty][q] * Bs[q][tx];
@@ -62,11 +77,28 @@ __device__ void gemm_impl(const T* __restrict__ A, const T* __restrict__ B, T* _
     }
 }
 
+/* C[b, :, :] = sum over s = 0..S-1, in that order, of Cp[b, s, :, :]: one thread per value of C (MN = M*N). */
+template <typename T>
+__device__ void sum_slices_impl(const T* __restrict__ Cp, T* __restrict__ Cm, long long MN, int S, long long total)
+{
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const long long b = i / MN, r = i - b * MN;
+        const T* p = Cp + b * S * MN + r;
+        T acc = p[0];
+        for (int s = 1; s < S; ++s)
+            acc += p[s * MN];
+        Cm[i] = acc;
+    }
+}
+
 #define MINICNN_GEMM_ENTRIES(T, SUFFIX)                                                              \
 extern "C" __global__ void gemm_##SUFFIX(const T* A, const T* B, T* Cp, int batch, int M, int N, int K, \
         int S, int KS, long long sAb, long long sAm, long long sAk, long long sBb, long long sBk,      \
         long long sBn)                                                                                \
-{ gemm_impl<T>(A, B, Cp, batch, M, N, K, S, KS, sAb, sAm, sAk, sBb, sBk, sBn); }
+{ gemm_impl<T>(A, B, Cp, batch, M, N, K, S, KS, sAb, sAm, sAk, sBb, sBk, sBn); }                       \
+extern "C" __global__ void gemm_sum_slices_##SUFFIX(const T* Cp, T* Cm, long long MN, int S, long long total) \
+{ sum_slices_impl<T>(Cp, Cm, MN, S, total); }
 
 MINICNN_GEMM_ENTRIES(float, f32)
 MINICNN_GEMM_ENTRIES(double, f64)

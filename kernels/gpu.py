@@ -31,12 +31,13 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
            "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "matmul", "gemm", "batch_chunks", "map_chunks",
-           "cuda_source", "compile_all", "wide_columns"]
+           "cuda_source", "compile_all", "wide_columns", "keep_columns"]
 
 # The wide grid of kernels/im2col.py is a CPU trick (long contiguous copies instead of short rows): im2col.cu
 # runs one thread per entry, where row length does not matter, and the wide grid would only add garbage
 # columns to the GEMMs (8% for eip4's second layer, more on smaller maps). Not measured on a GPU.
 wide_columns = False
+keep_columns = True  # forward's column matrix is kept for backward: one launch and one pass less
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -53,7 +54,7 @@ KERNELS = {
     "dropout": ["dropout_apply"],
     "affine": ["affine_warp"],
     "optim": ["adam_update", "sgd_update"],
-    "gemm": ["gemm"],
+    "gemm": ["gemm", "gemm_sum_slices"],
     "relu": ["relu_forward", "relu_backward"],
     "batchnorm": ["batch_norm_forward_sums", "batch_norm_forward", "batch_norm_backward_sums", "batch_norm_backward"],
 }
@@ -118,6 +119,18 @@ def _launch(fn, total, args):
     fn((blocks,), (THREADS,), args)
 
 
+# The kernels split flat indices with 32-bit arithmetic (a 64-bit division is several times slower on a GPU),
+# so every array they index stays below this many values (2^31 less room for a grid-stride step).
+INDEX_LIMIT = 2 ** 31 - 2 ** 24
+
+
+def _check_index_range(op, **sizes):
+    for name, size in sizes.items():
+        if size >= INDEX_LIMIT:
+            raise ValueError(f"{op} (GPU): {name} would hold {size} values, more than the kernels' 32-bit index "
+                             f"arithmetic allows ({INDEX_LIMIT}); use a smaller batch")
+
+
 def _ints(*values):
     return tuple(np.int32(v) for v in values)
 
@@ -180,6 +193,7 @@ def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
     OH, OW = out_size(H, KH, SH, PH, DH), out_size(W, KW, SW, PW, DW)
     _output_size("im2col", H, W, OH, OW, f"KH={KH}, KW={KW}, SH={SH}, SW={SW}, PH={PH}, PW={PW}, DH={DH}, DW={DW}")
     col = cp.empty((C, KH, KW, N, OH, OW), dtype=x.dtype)
+    _check_index_range("im2col", x=x.size, col=col.size)
     _launch(_function("im2col", "im2col_" + _SUFFIX[x.dtype]), col.size,
             (x, col) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW))
     return col
@@ -192,6 +206,7 @@ def col2im(col, H, W, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
                 non_negative=(("PH", PH), ("PW", PW)))
     C, KH, KW, N, OH, OW = col.shape
     dx = cp.empty((N, C, H, W), dtype=col.dtype)
+    _check_index_range("col2im", col=col.size, dx=dx.size)
     _launch(_function("im2col", "col2im_" + _SUFFIX[col.dtype]), dx.size,
             (col, dx) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW))
     return dx
@@ -330,8 +345,14 @@ def relu_backward(gy, y):
 
 
 # ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one cuBLAS GEMM per group) -----
-# The whole batch as one chunk: the GPU has the parallelism and the memory for it.
-from .parallel import whole_batch as batch_chunks, in_order as map_chunks  # noqa: E402,F401
+from .parallel import in_order as map_chunks  # noqa: E402,F401
+
+
+def batch_chunks(N, bytes_per_image):
+    """The whole batch as one chunk -- the GPU has the parallelism and the memory for it -- unless its column
+    matrix would pass INDEX_LIMIT values (the kernels' 32-bit index arithmetic): then as few chunks as fit."""
+    per_chunk = max(1, min(N, (4 * INDEX_LIMIT) // max(1, bytes_per_image)))  # float32 or wider: <= INDEX_LIMIT values
+    return [(n0, min(N, n0 + per_chunk)) for n0 in range(0, N, per_chunk)]
 
 
 # ---- batchnorm.cu ----------------------------------------------------------------------------------
@@ -344,6 +365,7 @@ def _bn_geometry(x):
     S is chosen so that a thread adds about 16 values: enough blocks to fill the GPU, few enough partial
     sums (at most 32 per channel) for the elementwise pass to re-add cheaply."""
     N, C, H, W = x.shape
+    _check_index_range("batch norm", x=x.size)
     threads = min(THREADS, BN_MAX_THREADS)
     S = max(1, min(32, -(-N * H * W // (threads * 16))))
     return N, C, H * W, S, threads
@@ -418,6 +440,8 @@ def matmul(a, b):
     is being captured into a CUDA graph -- CuPy cannot capture cuBLAS calls -- where gemm.cu does it."""
     if _capturing():
         return gemm(a, b)
+    if a.ndim == b.ndim == 3 and a.shape[0] == b.shape[0] == 1:
+        return cp.matmul(a[0], b[0])[None]  # one group: CuPy's 2-D path, a single cuBLAS call
     return cp.matmul(a, b)
 
 
@@ -468,7 +492,12 @@ def gemm(a, b):
             blocks = min(tiles * S, MAX_BLOCKS)
             _function("gemm", "gemm_" + _SUFFIX[a.dtype])((blocks,), (GEMM_TILE * GEMM_TILE,),
                                                           (a3, b3, out) + _ints(batch, M, N, K, S, KS) + sa + sb)
-    c = out[:, 0] if S == 1 else out.sum(axis=1)
+    if S == 1:
+        c = out[:, 0]
+    else:  # the S partial products, added in slice order by one thread per output value
+        c = cp.empty((batch, M, N), dtype=a.dtype)
+        _launch(_function("gemm", "gemm_sum_slices_" + _SUFFIX[a.dtype]), c.size,
+                (out, c, np.int64(c.size // batch if batch else 0), np.int32(S), np.int64(c.size)))
     return c.reshape(batch_shape + (M, N))
 
 

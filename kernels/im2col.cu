@@ -15,6 +15,8 @@ Layouts (all C-contiguous, row-major):
 im2col, thread mapping: ONE THREAD PER COLUMN ENTRY.
     Thread i (a grid-stride loop, so any grid size covers any tensor) owns col[i]; it splits i into
     (c, kh, kw, n, oh, ow) with / and %, computes (ih, iw) by the formula above and copies one value.
+    The index arithmetic is 32-bit (gpu.py keeps every array below 2^31 values): the GPU has no
+    divider, and a 64-bit division is a long software routine that made this kernel several times slower.
     Consecutive threads write consecutive col entries (coalesced stores). The Numba version
     gives one row r = (c, kh, kw) of the column matrix to each CPU thread instead.
 
@@ -37,21 +39,21 @@ __device__ void im2col_impl(const T* __restrict__ x, T* __restrict__ col,
                             int N, int C, int H, int W, int KH, int KW,
                             int SH, int SW, int PH, int PW, int DH, int DW, int OH, int OW)
 {
-    const long long total = (long long)C * KH * KW * N * OH * OW;
+    const long long total = (long long)C * KH * KW * N * OH * OW;   /* < 2^31: checked by gpu.py */
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        long long r = i;
-        const int ow = (int)(r % OW); r /= OW;
-        const int oh = (int)(r % OH); r /= OH;
-        const int n = (int)(r % N);   r /= N;
-        const int kw = (int)(r % KW); r /= KW;
-        const int kh = (int)(r % KH); r /= KH;
-        const int c = (int)r;
+        int r = (int)i;                           /* 32-bit: a 64-bit division costs several times more */
+        const int ow = r % OW; r /= OW;
+        const int oh = r % OH; r /= OH;
+        const int n = r % N;   r /= N;
+        const int kw = r % KW; r /= KW;
+        const int kh = r % KH;
+        const int c = r / KH;
         const int ih = oh * SH - PH + kh * DH;
         const int iw = ow * SW - PW + kw * DW;
         T v = (T)0;
         if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-            v = x[(((long long)n * C + c) * H + ih) * W + iw];
+            v = x[((n * C + c) * H + ih) * W + iw];
         col[i] = v;
     }
 }
@@ -61,28 +63,34 @@ __device__ void col2im_impl(const T* __restrict__ col, T* __restrict__ dx,
                             int N, int C, int H, int W, int KH, int KW,
                             int SH, int SW, int PH, int PW, int DH, int DW, int OH, int OW)
 {
-    const long long total = (long long)N * C * H * W;
+    const long long total = (long long)N * C * H * W;   /* this and the size of col < 2^31: checked by gpu.py */
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        long long r = i;
-        const int iw = (int)(r % W); r /= W;
-        const int ih = (int)(r % H); r /= H;
-        const int c = (int)(r % C);
-        const int n = (int)(r / C);
+        int r = (int)i;
+        const int iw = r % W; r /= W;
+        const int ih = r % H; r /= H;
+        const int c = r % C;
+        const int n = r / C;
         T acc = (T)0;
         for (int kh = 0; kh < KH; ++kh) {
             const int th = ih + PH - kh * DH;   /* = oh*SH when tap kh of output row oh reads row ih */
             if (th < 0) break;                  /* th only decreases with kh */
-            if (th % SH != 0) continue;
-            const int oh = th / SH;
+            int oh = th;
+            if (SH != 1) {                      /* (skip the division for stride 1, the usual case) */
+                if (th % SH != 0) continue;
+                oh = th / SH;
+            }
             if (oh >= OH) continue;
             for (int kw = 0; kw < KW; ++kw) {
                 const int tw = iw + PW - kw * DW;
                 if (tw < 0) break;
-                if (tw % SW != 0) continue;
-                const int ow = tw / SW;
+                int ow = tw;
+                if (SW != 1) {
+                    if (tw % SW != 0) continue;
+                    ow = tw / SW;
+                }
                 if (ow >= OW) continue;
-                acc += col[(((((long long)c * KH + kh) * KW + kw) * N + n) * OH + oh) * OW + ow];
+                acc += col[((((c * KH + kh) * KW + kw) * N + n) * OH + oh) * OW + ow];
             }
         }
         dx[i] = acc;

@@ -133,6 +133,7 @@ def test_gpu_backend_has_the_cpu_contract():
     """Same names, same parameters, same defaults: the engine calls kernels_for(x).NAME(...) on either backend."""
     host = load_gpu_module(host_cupy(raw_module=None))
     assert isinstance(host.wide_columns, bool) and cpu.wide_columns is True
+    assert isinstance(host.keep_columns, bool) and cpu.keep_columns is False
     for name in contract_names():
         if name in WIDE_GRID and not host.wide_columns:
             continue
@@ -456,6 +457,17 @@ def test_host_emulated_relu_equals_numba_bit_for_bit(host_gpu, n, dtype, seed):
     y = host_gpu.relu_forward(x)
     np.testing.assert_array_equal(y, cpu.relu_forward(x))
     np.testing.assert_array_equal(host_gpu.relu_backward(gy, y), cpu.relu_backward(gy, y))
+
+
+def test_gpu_batch_chunks_keep_every_column_matrix_within_32_bit_indices():
+    """The whole batch in one chunk, unless its columns would pass INDEX_LIMIT values: then equal chunks that fit."""
+    host = load_gpu_module(host_cupy(raw_module=None))
+    assert host.batch_chunks(128, 144 * 576 * 4) == [(0, 128)]
+    per_image = 4 * (host.INDEX_LIMIT // 10) + 4   # a bit more than a tenth of the limit, in float32 bytes
+    chunks = host.batch_chunks(25, per_image)
+    assert chunks[0] == (0, 9) and chunks[-1] == (18, 25) and all(b == c for (_, b), (c, _) in zip(chunks, chunks[1:]))
+    with pytest.raises(ValueError, match="32-bit index"):
+        host._check_index_range("im2col", col=host.INDEX_LIMIT)
 
 
 @st.composite

@@ -28,8 +28,9 @@ class Conv2d(Function):
     The products run through the backend's `matmul` (kernels/gemm.py: BLAS on the CPU; cuBLAS on the GPU).
     The batch is processed in chunks of images chosen by the backend (`batch_chunks`): on the CPU,
     chunks small enough that their column matrix stays in the cache, run on a pool of threads
-    (`map_chunks`); on the GPU, the whole batch at once. The column matrix is not kept for backward:
-    recomputing a chunk's im2col costs less than writing and re-reading the whole batch's.
+    (`map_chunks`); on the GPU, the whole batch at once. The CPU does not keep the column matrix for
+    backward: recomputing a chunk's im2col costs less than writing and re-reading the whole batch's.
+    A backend with `keep_columns` (the GPU, where each launch costs more than the memory) keeps it.
 
     The columns come on a grid of OH rows by WG columns. Usually WG = OW. With stride 1, a backend
     that has them (`wide_columns`: the CPU) uses the wide grid, WG = the padded input width
@@ -93,13 +94,18 @@ class Conv2d(Function):
             return y if b is None else y + b.reshape(1, OC, 1, 1)
         y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
         WG = self._grid_width(K)
+        chunks = self._chunks(K, WG)
+        self.col = None
 
         def chunk(n0, n1):  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*WG)
-            yc = K.matmul(wg, self._columns(K, n0, n1, WG)).reshape(OC, n1 - n0, OH, WG)[..., :OW]
+            col = self._columns(K, n0, n1, WG)
+            if K.keep_columns and len(chunks) == 1:
+                self.col = col  # kept for backward (the GPU's choice; the CPU recomputes, see above)
+            yc = K.matmul(wg, col).reshape(OC, n1 - n0, OH, WG)[..., :OW]
             if b is not None:
                 yc += b.reshape(OC, 1, 1, 1)
             y[n0:n1] = yc.transpose(1, 0, 2, 3)
-        K.map_chunks(chunk, self._chunks(K, WG))
+        K.map_chunks(chunk, chunks)
         return y
 
     def backward(self, gy):
@@ -108,9 +114,10 @@ class Conv2d(Function):
         xp, K = get_array_module(gy), kernels_for(gy)
         wg = self.w.reshape(G, OC // G, Cg * KH * KW)
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
-        gb = gy.sum(axis=(0, 2, 3)) if len(self.needs_input_grad) > 2 and self.needs_input_grad[2] else None
-        gx = gw = None
+        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        gx = gw = gb = None
         if self._is_pointwise(KH, KW):
+            gb = gy.sum(axis=(0, 2, 3)) if need_b else None
             gyg = gy.reshape(N, G, OC // G, H * W)
             if need_w:
                 xg = self.x.reshape(N, G, Cg, H * W)
@@ -130,24 +137,33 @@ class Conv2d(Function):
             gy_grid = (xp.zeros if WG != OW else xp.empty)((OC, m, OH, WG), dtype=gy.dtype)
             gy_grid[..., :OW] = gy[n0:n1].transpose(1, 0, 2, 3)   # the wide grid's garbage outputs: gradient 0
             gy_mat = gy_grid.reshape(G, OC // G, m * OH * WG)
-            part = None
+            part_w = part_b = None
+            if need_b:  # rows of gy_mat are contiguous: a cheaper sum than gy's over axes (0, 2, 3)
+                part_b = gy_mat.sum(axis=-1).reshape(OC)
             if need_w:
                 # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of
                 # the skinny product about twice as fast (benchmarks/README.md)
-                part = K.matmul(self._columns(K, n0, n1, WG), gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2)
+                col = self.col if self.col is not None else self._columns(K, n0, n1, WG)
+                part_w = K.matmul(col, gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2)
             if need_x:
                 gcol = K.matmul(wg.swapaxes(-1, -2), gy_mat).reshape(C, KH, KW, m, OH, WG)
                 if whole:
                     gx = self._image_gradient(K, gcol)
                 else:
                     gx[n0:n1] = self._image_gradient(K, gcol)
-            return part
+            return part_w, part_b
         parts = K.map_chunks(chunk, chunks)
+        self.col = None
+        # the chunks' parts summed in chunk order: the same result whatever thread finished first
         if need_w:
-            gw = parts[0]
-            for part in parts[1:]:  # summed in chunk order: the same result whatever thread finished first
-                gw = gw + part
+            gw = parts[0][0]
+            for part_w, _ in parts[1:]:
+                gw = gw + part_w
             gw = gw.reshape(self.w.shape)
+        if need_b:
+            gb = parts[0][1]
+            for _, part_b in parts[1:]:
+                gb = gb + part_b
         return gx, gw, gb
 
 

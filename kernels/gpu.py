@@ -435,10 +435,15 @@ def _channel_vector(a, name, x):
 
 
 # ---- gemm.cu ---------------------------------------------------------------------------------------
+# Set True to multiply with gemm.cu everywhere, not only under capture: eager steps then run exactly the
+# kernels a captured graph replays (tests compare the two), or cuBLAS can be compared with the tiled kernel.
+use_gemm_kernel = False
+
+
 def matmul(a, b):
     """a @ b (leading dimensions broadcast): cuBLAS through cupy.matmul, except while the current stream
     is being captured into a CUDA graph -- CuPy cannot capture cuBLAS calls -- where gemm.cu does it."""
-    if _capturing():
+    if use_gemm_kernel or _capturing():
         return gemm(a, b)
     if a.ndim == b.ndim == 3 and a.shape[0] == b.shape[0] == 1:
         return cp.matmul(a[0], b[0])[None]  # one group: CuPy's 2-D path, a single cuBLAS call

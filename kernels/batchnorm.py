@@ -15,7 +15,8 @@ Sums run in float64, each as 4 partial sums (j mod 4) added at the end: four ind
 additions instead of one, which the CPU overlaps (a float add waits ~4 cycles for the previous one).
 Parallel over channels for the sums, over (n, c) planes (flattened: one loop of H*W) for the
 elementwise passes.
-The same formulas, written with array expressions, are in minicnn/functional/norm.py (eval mode, GPU).
+The same formulas, written with array expressions, are in minicnn/functional/norm.py (eval mode);
+batchnorm.cu is the GPU twin of these loops.
 """
 import numpy as np
 from numba import njit, prange

@@ -17,7 +17,7 @@ from ..tensor import Tensor
 
 
 class BatchNorm2d(Function):
-    """Training mode runs the kernels batch_norm_forward/backward (kernels/batchnorm.py: the loops of the
+    """Training mode runs the kernels batch_norm_forward/backward (kernels/batchnorm.py and .cu: the loops of the
     formulas above); eval mode is one affine map per channel, written here as array expressions."""
 
     def __init__(self, running_mean, running_var, training, momentum, eps):

@@ -51,6 +51,18 @@ __device__ void block_sum2(double* a, double* b)
     }
 }
 
+/* Channel c's two sums: its S slices' partial sums added in slice order (the same bits in every thread). */
+__device__ void add_slices(const double* __restrict__ partial, int c, int S, double* a, double* b)
+{
+    double sa = 0.0, sb = 0.0;
+    for (int s = 0; s < S; ++s) {
+        sa += partial[(c * S + s) * 2];
+        sb += partial[(c * S + s) * 2 + 1];
+    }
+    *a = sa;
+    *b = sb;
+}
+
 /* Forward sums of block (c, s): sum(x - k) and sum((x - k)^2) over the slice. */
 template <typename T>
 __device__ void forward_sums_impl(const T* __restrict__ x, double* __restrict__ partial,
@@ -92,11 +104,8 @@ __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         const int c = ((int)i / HW) % C;
-        double sd = 0.0, sq = 0.0;
-        for (int s = 0; s < S; ++s) {
-            sd += partial[(c * S + s) * 2];
-            sq += partial[(c * S + s) * 2 + 1];
-        }
+        double sd, sq;
+        add_slices(partial, c, S, &sd, &sq);
         const double k = (double)x[c * HW];
         const double mu = k + sd / M;
         double v = sq / M - (sd / M) * (sd / M);
@@ -156,11 +165,8 @@ __device__ void backward_impl(const T* __restrict__ gy, const T* __restrict__ x,
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         const int c = ((int)i / HW) % C;
-        double db = 0.0, dg = 0.0;
-        for (int s = 0; s < S; ++s) {
-            db += partial[(c * S + s) * 2];
-            dg += partial[(c * S + s) * 2 + 1];
-        }
+        double db, dg;
+        add_slices(partial, c, S, &db, &dg);
         const double m = (double)mean[c], k = (double)invstd[c];
         dg *= k;  /* sum gy * xhat = invstd * sum gy * (x - mean) */
         const double xhat = ((double)x[i] - m) * k;

@@ -128,18 +128,20 @@ class Conv2d(Function):
         WG = self._grid_width(K)
         chunks = self._chunks(K, WG)
         whole = len(chunks) == 1  # one chunk (the GPU's): its image gradient is gx itself, no copy
+        if need_b and not whole:  # several chunks (the CPU): one sum over the batch beats one per chunk
+            gb = gy.sum(axis=(0, 2, 3))
         if need_x and not whole:
             gx = xp.empty((N, C, H, W), dtype=gy.dtype)
 
         def chunk(n0, n1):
-            nonlocal gx
+            nonlocal gx, gb
             m = n1 - n0
             gy_grid = (xp.zeros if WG != OW else xp.empty)((OC, m, OH, WG), dtype=gy.dtype)
             gy_grid[..., :OW] = gy[n0:n1].transpose(1, 0, 2, 3)   # the wide grid's garbage outputs: gradient 0
             gy_mat = gy_grid.reshape(G, OC // G, m * OH * WG)
-            part_w = part_b = None
-            if need_b:  # rows of gy_mat are contiguous: a cheaper sum than gy's over axes (0, 2, 3)
-                part_b = gy_mat.sum(axis=-1).reshape(OC)
+            part_w = None
+            if need_b and whole:  # rows of gy_mat are contiguous: on the GPU a cheaper sum than gy's over (0, 2, 3)
+                gb = gy_mat.sum(axis=-1).reshape(OC)
             if need_w:
                 # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of
                 # the skinny product about twice as fast (benchmarks/README.md)
@@ -151,19 +153,14 @@ class Conv2d(Function):
                     gx = self._image_gradient(K, gcol)
                 else:
                     gx[n0:n1] = self._image_gradient(K, gcol)
-            return part_w, part_b
+            return part_w
         parts = K.map_chunks(chunk, chunks)
         self.col = None
-        # the chunks' parts summed in chunk order: the same result whatever thread finished first
-        if need_w:
-            gw = parts[0][0]
-            for part_w, _ in parts[1:]:
+        if need_w:  # the chunks' parts summed in chunk order: the same result whatever thread finished first
+            gw = parts[0]
+            for part_w in parts[1:]:
                 gw = gw + part_w
             gw = gw.reshape(self.w.shape)
-        if need_b:
-            gb = parts[0][1]
-            for _, part_b in parts[1:]:
-                gb = gb + part_b
         return gx, gw, gb
 
 

@@ -67,7 +67,8 @@ EOF
 section "GPU tests: python -m pytest -q -m gpu tests/test_gpu.py"
 run tests "$TESTS_CAP" "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider -rs --tb=short --durations=5
 grep -E "passed|failed|error|skipped|deselected" "$LOG_DIR/tests.log" | tail -n 3
-if ! grep -qE "^[0-9]+ passed[^,]*(, [0-9]+ deselected)?( in |$)" "$LOG_DIR/tests.log"; then
+SUMMARY_LINE="$(grep -E "^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)" "$LOG_DIR/tests.log" | tail -n 1)"
+if ! echo "$SUMMARY_LINE" | grep -q "passed" || echo "$SUMMARY_LINE" | grep -qE "failed|error"; then
     echo "--- failures / tail of the test log:"
     grep -E "^(FAILED|ERROR)" "$LOG_DIR/tests.log" | head -n 30
     tail -n 40 "$LOG_DIR/tests.log"

@@ -57,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph capture")
     p.add_argument("--breakdown", action="store_true", help="host time per op of one eager minicnn step")
+    p.add_argument("--gemm-kernel", action="store_true",
+                   help="also time the eager step with every product on gemm.cu instead of cuBLAS (not yet run on a GPU)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -141,6 +143,17 @@ def bench_minicnn(x, y, args):
             minicnn_step(model, opt, *full_batch(x, y, i))
     step = timed(run, args.steps, args.repeats, synchronize)
     return first, step
+
+
+def bench_with_gemm_kernel(x, y, args):
+    """The eager step with every product on gemm.cu instead of cuBLAS (kernels/gpu.py use_gemm_kernel):
+    cupy.matmul costs the host more per call than one of our kernel launches."""
+    from minicnn.kernels import gpu as kernels_gpu
+    kernels_gpu.use_gemm_kernel = True
+    try:
+        return bench_minicnn(x, y, args)
+    finally:
+        kernels_gpu.use_gemm_kernel = False
 
 
 def bench_minicnn_graph(cp, x, y, args):
@@ -272,6 +285,8 @@ def main(argv=None):
         return per_step
 
     mini = attempt("minicnn eager (CuPy)", lambda: bench_minicnn(x, y, args))
+    if args.gemm_kernel:
+        attempt("minicnn eager, gemm.cu", lambda: bench_with_gemm_kernel(x, y, args))
     graph = None
     if args.no_graph:
         notes.append("minicnn CUDA graph: skipped (--no-graph)")

@@ -12,6 +12,10 @@ if "numpy" not in _sys.modules:
     for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         _os.environ.setdefault(_var, "1")
 
+from ._malloc import keep_freed_memory as _keep_freed_memory  # noqa: E402
+
+_keep_freed_memory()  # large arrays are freed and allocated again every step: keep their pages (minicnn/_malloc.py)
+
 from ._kernels_loader import load_kernels as _load_kernels  # noqa: E402
 
 _load_kernels()

@@ -345,14 +345,14 @@ def relu_backward(gy, y):
 
 
 # ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one cuBLAS GEMM per group) -----
-from .parallel import in_order as map_chunks  # noqa: E402,F401
+from .parallel import chunks_of, in_order as map_chunks  # noqa: E402,F401
 
 
 def batch_chunks(N, bytes_per_image):
     """The whole batch as one chunk -- the GPU has the parallelism and the memory for it -- unless its column
     matrix would pass INDEX_LIMIT values (the kernels' 32-bit index arithmetic): then as few chunks as fit."""
     per_chunk = max(1, min(N, (4 * INDEX_LIMIT) // max(1, bytes_per_image)))  # float32 or wider: <= INDEX_LIMIT values
-    return [(n0, min(N, n0 + per_chunk)) for n0 in range(0, N, per_chunk)]
+    return chunks_of(N, per_chunk)
 
 
 # ---- batchnorm.cu ----------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ def batch_chunks(N, bytes_per_image):
     """[(n0, n1), ...] covering range(N): chunks of about CACHE_BYTES, and at least one per thread."""
     per_chunk = max(1, CACHE_BYTES // max(1, bytes_per_image))
     per_chunk = min(per_chunk, max(1, -(-N // numba.get_num_threads())))
+    return chunks_of(N, per_chunk)
+
+
+def chunks_of(N, per_chunk):
+    """[(0, per_chunk), (per_chunk, 2*per_chunk), ..., (.., N)]: range(N) cut into chunks of per_chunk images."""
     return [(n0, min(N, n0 + per_chunk)) for n0 in range(0, N, per_chunk)]
 
 

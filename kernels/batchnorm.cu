@@ -51,6 +51,20 @@ __device__ void block_sum2(double* a, double* b)
     }
 }
 
+/* The block adds its threads' (sa, sb) and thread 0 stores the two totals at out[0], out[1]; a and b are
+   free again when it returns (the next block of a grid-stride loop refills them). */
+__device__ void store_block_sums(double* a, double* b, double sa, double sb, double* __restrict__ out)
+{
+    a[threadIdx.x] = sa;
+    b[threadIdx.x] = sb;
+    block_sum2(a, b);
+    if (threadIdx.x == 0) {
+        out[0] = a[0];
+        out[1] = b[0];
+    }
+    __syncthreads();
+}
+
 /* Channel c's two sums: its S slices' partial sums added in slice order (the same bits in every thread). */
 __device__ void add_slices(const double* __restrict__ partial, int c, int S, double* a, double* b)
 {
@@ -80,14 +94,7 @@ __device__ void forward_sums_impl(const T* __restrict__ x, double* __restrict__ 
             sd += d;
             sq += d * d;
         }
-        a[threadIdx.x] = sd;
-        b[threadIdx.x] = sq;
-        block_sum2(a, b);
-        if (threadIdx.x == 0) {
-            partial[blk * 2] = a[0];
-            partial[blk * 2 + 1] = b[0];
-        }
-        __syncthreads();  /* a and b are refilled by the next block of this grid-stride loop */
+        store_block_sums(a, b, sd, sq, partial + blk * 2);
     }
 }
 
@@ -142,14 +149,7 @@ __device__ void backward_sums_impl(const T* __restrict__ gy, const T* __restrict
             sg += g;
             sgx += g * ((double)x[at] - m);
         }
-        a[threadIdx.x] = sg;
-        b[threadIdx.x] = sgx;
-        block_sum2(a, b);
-        if (threadIdx.x == 0) {
-            partial[blk * 2] = a[0];
-            partial[blk * 2 + 1] = b[0];
-        }
-        __syncthreads();
+        store_block_sums(a, b, sg, sgx, partial + blk * 2);
     }
 }
 

@@ -8,6 +8,8 @@ from .optim import adam_update, sgd_update  # noqa: F401
 from .batchnorm import batch_norm_forward, batch_norm_backward  # noqa: F401
 from .parallel import batch_chunks, map_chunks  # noqa: F401
 from .gemm import matmul  # noqa: F401
+from .conv_direct import conv2d_direct, fits as conv2d_direct_fits  # noqa: F401
 
 wide_columns = True   # stride-1 convolutions use im2col_wide / col2im_wide (kernels/im2col.py)
+direct_conv = True    # stride-1 convolutions with enough channels run conv2d_direct (kernels/conv_direct.py)
 keep_columns = False  # recompute im2col in backward: a chunk's columns are cheaper to rebuild than to keep (cache)

@@ -31,13 +31,15 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
            "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "matmul", "gemm", "batch_chunks", "map_chunks",
-           "cuda_source", "compile_all", "wide_columns", "keep_columns"]
+           "cuda_source", "compile_all", "wide_columns", "keep_columns", "direct_conv"]
 
 # The wide grid of kernels/im2col.py is a CPU trick (long contiguous copies instead of short rows): im2col.cu
 # runs one thread per entry, where row length does not matter, and the wide grid would only add garbage
 # columns to the GEMMs (8% for eip4's second layer, more on smaller maps). Not measured on a GPU.
 wide_columns = False
 keep_columns = True  # forward's column matrix is kept for backward: one launch and one pass less
+# kernels/conv_direct.py's register tile is a CPU answer to BLAS on skinny products; the GPU runs im2col + cuBLAS.
+direct_conv = False
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 

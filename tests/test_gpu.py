@@ -127,6 +127,8 @@ _NEVER_CAPTURING = types.SimpleNamespace(ptr=0, is_capturing=lambda: False)  # t
 
 # The wide-grid column kernels are needed only by a backend that declares wide_columns = True (the CPU's).
 WIDE_GRID = {"im2col_wide", "col2im_wide"}
+# The direct convolution likewise, only by a backend that declares direct_conv = True (the CPU's).
+DIRECT = {"conv2d_direct", "conv2d_direct_fits"}
 
 
 def test_gpu_backend_has_the_cpu_contract():
@@ -134,8 +136,9 @@ def test_gpu_backend_has_the_cpu_contract():
     host = load_gpu_module(host_cupy(raw_module=None))
     assert isinstance(host.wide_columns, bool) and cpu.wide_columns is True
     assert isinstance(host.keep_columns, bool) and cpu.keep_columns is False
+    assert isinstance(host.direct_conv, bool) and cpu.direct_conv is True
     for name in contract_names():
-        if name in WIDE_GRID and not host.wide_columns:
+        if (name in WIDE_GRID and not host.wide_columns) or (name in DIRECT and not host.direct_conv):
             continue
         assert hasattr(host, name), f"kernels/gpu.py lacks {name}"
         assert inspect.signature(getattr(host, name)) == inspect.signature(getattr(cpu, name)), name

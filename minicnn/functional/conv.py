@@ -32,6 +32,12 @@ class Conv2d(Function):
     backward: recomputing a chunk's im2col costs less than writing and re-reading the whole batch's.
     A backend with `keep_columns` (the GPU, where each launch costs more than the memory) keeps it.
 
+    A backend with `direct_conv` (the CPU) runs forward without the column matrix where its direct
+    convolution fits (stride 1, no dilation, one group, at least 8 output channels; kernels/conv_direct.py).
+    Backward stays on the columns: the image gradient as the same direct kernel (gy padded by KH-1, KW-1,
+    W's channels swapped and taps flipped) measured slower than W^T @ gy + col2im on every eip4 layer
+    (benchmarks/README.md).
+
     The columns come on a grid of OH rows by WG columns. Usually WG = OW. With stride 1, a backend
     that has them (`wide_columns`: the CPU) uses the wide grid, WG = the padded input width
     (kernels/im2col.py): the outputs with ow >= OW are garbage, dropped in forward and given zero
@@ -65,9 +71,7 @@ class Conv2d(Function):
         if WG == OW:
             col = K.im2col(x, KH, KW, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
         else:
-            if self.PH or self.PW:
-                x = get_array_module(x).pad(x, ((0, 0), (0, 0), (self.PH, self.PH), (self.PW, self.PW)))
-            col = K.im2col_wide(x, KH, KW, self.DH, self.DW)
+            col = K.im2col_wide(pad_images(x, self.PH, self.PW), KH, KW, self.DH, self.DW)
         return col.reshape(self.G, Cg * KH * KW, (n1 - n0) * OH * WG)
 
     def _image_gradient(self, K, gcol):
@@ -77,6 +81,11 @@ class Conv2d(Function):
             return K.col2im(gcol, H, W, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
         gx = K.col2im_wide(gcol, H + 2 * self.PH, self.DH, self.DW)
         return gx[:, :, self.PH:self.PH + H, self.PW:self.PW + W]
+
+    def _direct(self, K, OC, H, W, KH, KW):
+        """True when the backend's direct convolution serves a stride-1, undilated, one-group layer of this shape."""
+        return (K.direct_conv and self.SH == self.SW == 1 and self.DH == self.DW == 1 and self.G == 1
+                and K.conv2d_direct_fits(OC, H, W, KH, KW))
 
     def _chunks(self, K, WG):
         N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
@@ -96,6 +105,9 @@ class Conv2d(Function):
         WG = self._grid_width(K)
         chunks = self._chunks(K, WG)
         self.col = None
+        if self._direct(K, OC, H + 2 * self.PH, W + 2 * self.PW, KH, KW):
+            K.map_chunks(lambda n0, n1: K.conv2d_direct(pad_images(x[n0:n1], self.PH, self.PW), w, b, y[n0:n1]), chunks)
+            return y
 
         def chunk(n0, n1):  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*WG)
             col = self._columns(K, n0, n1, WG)
@@ -162,6 +174,13 @@ class Conv2d(Function):
                 gw = gw + part_w
             gw = gw.reshape(self.w.shape)
         return gx, gw, gb
+
+
+def pad_images(x, PH, PW):
+    """x (N, C, H, W) with PH zero rows above and below and PW zero columns left and right (x itself when none)."""
+    if PH == PW == 0:
+        return x
+    return get_array_module(x).pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
 
 
 def check_conv2d_args(x, w, b, stride, padding, dilation, groups):

@@ -1,0 +1,153 @@
+"""The direct convolution (kernels/conv_direct.py) against conv2d_reference: the plain loop, the register tile, and
+the engine's use of it for forward (backward stays on im2col + GEMM).
+
+The tile computes the last block of channels and the last tile of positions twice where they overlap the
+previous ones, so the shapes drawn here include channel counts that are not multiples of 8 and wide
+grids that are not multiples of 16.
+"""
+import numba
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+import minicnn.functional as F
+from minicnn.kernels import conv_direct
+from minicnn.kernels.conv_direct import CB, TW, conv2d_direct, conv2d_direct_plain, fits, out_wide, tile_source
+from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, reference_grads, run_conv
+
+SETTINGS = settings(max_examples=30, deadline=None)
+
+
+@st.composite
+def direct_cases(draw, min_oc=1):
+    """x (N, C, H, W) already padded and w (OC, C, KH, KW), stride 1, kernel no larger than the image."""
+    KH, KW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    case = dict(N=draw(st.integers(1, 2)), C=draw(st.integers(1, 3)), OC=draw(st.integers(min_oc, 2 * CB + 3)),
+                H=draw(st.integers(KH, 12)), W=draw(st.integers(KW, 12)), KH=KH, KW=KW,
+                seed=draw(st.integers(0, 2 ** 31 - 1)))
+    return case
+
+
+def arrays(case, dtype):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["N"], case["C"], case["H"], case["W"])).astype(dtype)
+    w = rng.standard_normal((case["OC"], case["C"], case["KH"], case["KW"])).astype(dtype)
+    return x, w
+
+
+def cropped(wide, KW):
+    """The valid outputs of the plain loop's wide grid: the last KW-1 columns of every row are garbage."""
+    return wide[..., :wide.shape[-1] - (KW - 1)]
+
+
+@SETTINGS
+@given(direct_cases())
+def test_plain_loop_matches_the_definition(case):
+    x, w = arrays(case, np.float64)
+    OH = out_wide(case["H"], case["W"], case["KH"], case["KW"])[0]
+    out = np.empty((case["N"], case["OC"], OH, case["W"]))
+    conv2d_direct_plain(x, w, out)
+    np.testing.assert_allclose(cropped(out, case["KW"]), F.conv2d_reference(x, w), rtol=RTOL_F64, atol=ATOL_F64)
+
+
+@pytest.mark.parametrize("dtype, rtol, atol", [(np.float64, RTOL_F64, ATOL_F64), (np.float32, RTOL_F32, ATOL_F32)])
+@SETTINGS
+@given(case=direct_cases(min_oc=CB))
+def test_register_tile_matches_the_definition(dtype, rtol, atol, case):
+    assume(fits(case["OC"], case["H"], case["W"], case["KH"], case["KW"]))
+    x, w = arrays(case, dtype)
+    b = np.random.default_rng(case["seed"] + 1).standard_normal(case["OC"]).astype(dtype)
+    y = conv2d_direct(x, w, b)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, F.conv2d_reference(x, w, b), rtol=rtol, atol=atol)
+
+
+def test_tile_covers_overlapping_blocks_on_eip4s_second_layer_shape(rng):
+    """OC = 10 (blocks at channels 0 and 2) and Q = 24*26 - 2 = 622 (the last tile starts at 606, not 608)."""
+    x = rng.standard_normal((2, 3, 26, 26)).astype(np.float32)
+    w = rng.standard_normal((10, 3, 3, 3)).astype(np.float32)
+    assert fits(10, 26, 26, 3, 3) and out_wide(26, 26, 3, 3)[1] % TW != 0
+    np.testing.assert_allclose(conv2d_direct(x, w), F.conv2d_reference(x, w), rtol=RTOL_F32, atol=ATOL_F32)
+
+
+def test_plain_loop_serves_shapes_the_tile_does_not_fit(rng):
+    x, w, b = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    assert not fits(4, 5, 5, 3, 3)
+    np.testing.assert_allclose(conv2d_direct(x, w, b), F.conv2d_reference(x, w, b), rtol=RTOL_F64, atol=ATOL_F64)
+
+
+def test_fits_needs_enough_channels_and_positions():
+    assert fits(CB, 6, 6, 3, 3)                         # Q = 4*6 - 2 = 22 >= 16
+    assert not fits(CB - 1, 6, 6, 3, 3)                 # too few output channels for a block
+    assert not fits(CB, 5, 5, 3, 3)                     # Q = 3*5 - 2 = 13 < 16
+    assert not fits(CB, 2, 9, 3, 3)                     # kernel taller than the image: no output row
+
+
+def test_the_tile_file_is_what_the_generator_writes():
+    """kernels/conv_tile.py is generated: regenerate it with `python -m minicnn.kernels.conv_direct > kernels/conv_tile.py`."""
+    import minicnn.kernels.conv_tile as tile
+    with open(tile.__file__) as f:
+        assert f.read() == tile_source(), "kernels/conv_tile.py is out of date with conv_direct.tile_source()"
+
+
+def test_compiling_the_tile_restores_numbas_vectorizer_settings(rng):
+    conv_direct._ready.discard(np.dtype(np.float32))
+    before = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
+    conv2d_direct(rng.standard_normal((1, 1, 8, 8)).astype(np.float32), np.ones((CB, 1, 3, 3), np.float32))
+    assert (numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE) == before
+
+
+def test_conv2d_direct_rejects_a_channel_mismatch_and_a_kernel_larger_than_the_image():
+    with pytest.raises(ValueError, match="C=2"):
+        conv2d_direct(np.zeros((1, 2, 5, 5)), np.zeros((8, 3, 3, 3)))
+    with pytest.raises(ValueError, match="larger than the image 2x5"):
+        conv2d_direct(np.zeros((1, 1, 2, 5)), np.zeros((8, 1, 3, 3)))
+
+
+# ---- the engine ---------------------------------------------------------------------------------------------
+def cpu_kernels_or_skip():
+    from minicnn.backend import kernels_for
+    from minicnn.kernels import cpu
+    if kernels_for(np.zeros(1)) is not cpu:
+        pytest.skip("MINICNN_KERNELS=numpy: the plain-NumPy backend has no direct convolution")
+    return cpu
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("padding, bias", [(0, True), (1, False), ((2, 1), True)])
+def test_engine_runs_forward_directly_and_matches_the_definition(dtype, padding, bias, monkeypatch, rng):
+    """OC = 10 >= 8: forward goes through conv2d_direct (on the padded images); backward through the columns.
+    Every result against the definition."""
+    cpu = cpu_kernels_or_skip()
+    calls = []
+    real = cpu.conv2d_direct
+    monkeypatch.setattr(cpu, "conv2d_direct", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    x = rng.standard_normal((3, 9, 7, 8)).astype(dtype)
+    w = rng.standard_normal((10, 9, 3, 3)).astype(dtype)
+    b = rng.standard_normal(10).astype(dtype) if bias else None
+    y, gy, gx, gw, gb = run_conv(x, w, b, dict(padding=padding))
+    full = dict(stride=(1, 1), padding=(padding, padding) if isinstance(padding, int) else padding,
+                dilation=(1, 1), groups=1)
+    PH, PW = full["padding"]
+    assert calls and all(shape[1:] == (9, 7 + 2 * PH, 8 + 2 * PW) for shape in calls)
+    assert sum(shape[0] for shape in calls) == 3   # the chunks cover the batch once
+    rtol, atol = (RTOL_F64, ATOL_F64) if dtype == np.float64 else (RTOL_F32, ATOL_F32)
+    np.testing.assert_allclose(y, F.conv2d_reference(x, w, b, **full), rtol=rtol, atol=atol)
+    rgx, rgw, rgb = reference_grads(x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64), **full)
+    np.testing.assert_allclose(gx, rgx, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(gw, rgw, rtol=rtol, atol=10 * atol)
+    if bias:
+        np.testing.assert_allclose(gb, rgb, rtol=rtol, atol=10 * atol)
+
+
+@pytest.mark.parametrize("OC, stride, dilation, groups", [(10, 2, 1, 1), (10, 1, 2, 1), (10, 1, 1, 2), (7, 1, 1, 1)])
+def test_engine_keeps_im2col_where_the_direct_convolution_does_not_apply(OC, stride, dilation, groups, monkeypatch, rng):
+    """Stride 2, dilation 2, two groups, or fewer than 8 output channels: im2col + GEMM, still right."""
+    cpu = cpu_kernels_or_skip()
+    calls = []
+    monkeypatch.setattr(cpu, "conv2d_direct", lambda *a, **k: calls.append(1))
+    x, w = rng.standard_normal((2, 8, 9, 9)), rng.standard_normal((OC, 8 // groups, 3, 3))
+    kw = dict(stride=(stride, stride), padding=(0, 0), dilation=(dilation, dilation), groups=groups)
+    y, gy, gx, gw, _ = run_conv(x, w, None, kw)
+    assert calls == []
+    np.testing.assert_allclose(y, F.conv2d_reference(x, w, **kw), rtol=RTOL_F64, atol=ATOL_F64)

@@ -2,8 +2,10 @@
 
     PYTHONPATH=. python benchmarks/conv_bench.py [--threads N] [--repeats R] [--warmup W] [--batch B]
 
-minicnn:  F.conv2d (Numba im2col/col2im, on the wide grid for stride 1, + one BLAS GEMM per group; 1x1 stride-1
-          layers skip im2col). A second table times the column kernels alone: classic, NumPy and wide.
+minicnn:  F.conv2d: forward by the direct convolution (kernels/conv_direct.py) where it fits, else Numba
+          im2col on the wide grid + one BLAS GEMM per group; backward on the columns (im2col/col2im + GEMMs);
+          1x1 stride-1 layers skip im2col. A second table times the column kernels alone: classic, NumPy and wide.
+im2col:   minicnn with the direct convolution switched off (kernels.cpu.direct_conv = False): what it buys.
 numpy:    the same GEMMs around kernels/im2col.py's plain NumPy im2col_numpy / col2im_numpy (no Numba, no fast path).
 torch:    torch.nn.functional.conv2d on the same thread count (only when PyTorch is installed).
 Every number is the median over R timed repeats after W untimed warm-up runs, float32; the ratios come from the
@@ -69,6 +71,16 @@ try:
     import torch
 except ImportError:
     torch = None
+
+
+def bench_minicnn_im2col(x, w, b, gy, r, wu):
+    """minicnn as before the direct convolution: forward through im2col + GEMM too."""
+    from minicnn.kernels import cpu
+    saved, cpu.direct_conv = cpu.direct_conv, False
+    try:
+        return bench_minicnn(x, w, b, gy, r, wu)
+    finally:
+        cpu.direct_conv = saved
 
 
 def median_time(fn, setup, repeats, warmup):
@@ -181,7 +193,7 @@ def main():
     print(f"setup   : float32, batch {args.batch}, median of {args.repeats} repeats after {args.warmup} warm-up runs; "
           "times in ms; ratio = other / minicnn (> 1: minicnn faster)\n")
 
-    impls = [("minicnn", bench_minicnn), ("numpy", bench_numpy)] + ([("torch", bench_torch)] if torch else [])
+    impls = [("minicnn", bench_minicnn), ("im2col", bench_minicnn_im2col), ("numpy", bench_numpy)] + ([("torch", bench_torch)] if torch else [])
     header = f"{'layer':<25} {'pass':<4}" + "".join(f" {name:>9}" for name, _ in impls)
     header += "".join(f" {name + '/mc':>9}" for name, _ in impls[1:])
     print(header)

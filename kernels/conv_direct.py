@@ -26,6 +26,8 @@ The last tile of a row of tiles overlaps the one before (q0 = min(q0, Q - TW)), 
 block of channels (oc0 = min(oc0, OC - CB)): those outputs are computed twice and written twice with
 the same value. So the tile needs OC >= CB and Q >= TW; `fits` says whether a layer qualifies.
 """
+import threading
+
 import numba
 import numpy as np
 from numba import njit
@@ -117,21 +119,28 @@ def fits(OC, H, W, KH, KW):
 
 
 _ready = set()
+_compile_lock = threading.Lock()   # the engine's first call comes from several threads at once
 
 
 def _compiled(dtype):
-    """conv2d_direct_tile for this dtype, compiled (or loaded from Numba's cache) with SLP on, loop vectorizer off."""
+    """conv2d_direct_tile for this dtype, compiled (or loaded from Numba's cache) with SLP on, loop vectorizer off.
+
+    The flags are Numba's global settings, read when a function is compiled: set them, compile, put them
+    back, one thread at a time (two threads interleaving here could leave them flipped for every later
+    kernel of the process).
+    """
     from .conv_tile import conv2d_direct_tile
-    if dtype not in _ready:
-        nb = numba.from_dtype(dtype)
-        arr = nb[:, :, :, ::1]
-        saved = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
-        numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = 1, 0
-        try:
-            conv2d_direct_tile.compile((arr, arr, arr))
-        finally:
-            numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = saved
-        _ready.add(dtype)
+    with _compile_lock:
+        if dtype not in _ready:
+            nb = numba.from_dtype(dtype)
+            arr = nb[:, :, :, ::1]
+            saved = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
+            numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = 1, 0
+            try:
+                conv2d_direct_tile.compile((arr, arr, arr))
+            finally:
+                numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = saved
+            _ready.add(dtype)
     return conv2d_direct_tile
 
 

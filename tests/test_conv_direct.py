@@ -97,6 +97,27 @@ def test_compiling_the_tile_restores_numbas_vectorizer_settings(rng):
     assert (numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE) == before
 
 
+def test_first_calls_from_several_threads_leave_numbas_settings_as_they_were(monkeypatch, rng):
+    """The engine's first forward calls the tile from every worker thread at once; the compile flags are global.
+    A compilation that takes a while (here: made to sleep first) lets the other threads run meanwhile."""
+    import threading
+    import time
+    from minicnn.kernels import conv_tile
+    real = conv_tile.conv2d_direct_tile.compile
+    monkeypatch.setattr(conv_tile.conv2d_direct_tile, "compile", lambda sig: time.sleep(0.05) or real(sig))
+    before = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
+    x, w = rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((CB, 2, 3, 3))
+    for _ in range(3):
+        conv_direct._ready.discard(np.dtype(np.float64))
+        barrier = threading.Barrier(4)
+        threads = [threading.Thread(target=lambda: (barrier.wait(), conv2d_direct(x, w))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert (numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE) == before
+
+
 def test_conv2d_direct_rejects_a_channel_mismatch_and_a_kernel_larger_than_the_image():
     with pytest.raises(ValueError, match="C=2"):
         conv2d_direct(np.zeros((1, 2, 5, 5)), np.zeros((8, 3, 3, 3)))

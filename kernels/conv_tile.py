@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath={'contract'})   # multiply-adds fused; NaN and inf kept as IEEE has them
 def conv2d_direct_tile(x, w, out):
     """out (N, OC, OH, W) wide grid <- x (N, C, H, W), w (OC, C, KH, KW); needs OC >= 8, Q >= 16."""
     N, C, H, W = x.shape

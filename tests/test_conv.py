@@ -279,3 +279,26 @@ def test_cpu_convolution_uses_the_wide_grid_exactly_for_stride_1(stride, padding
     rgx, rgw, _ = reference_grads(x, w, gy, **full)
     np.testing.assert_allclose(gx, rgx, rtol=RTOL_F64, atol=ATOL_F64)
     np.testing.assert_allclose(gw, rgw, rtol=RTOL_F64, atol=ATOL_F64)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_kernel_as_large_as_the_image_is_one_matrix_product_and_matches_the_definition(bias, stride, monkeypatch,
+                                                                                         rng):
+    """eip4's last layer (4x4 kernel on a 4x4 map): no im2col either way, results as the definition's."""
+    from minicnn.backend import kernels_for
+    K = kernels_for(np.zeros(1))
+    for name in ("im2col", "im2col_wide", "col2im", "col2im_wide"):
+        if hasattr(K, name):
+            monkeypatch.setattr(K, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} called"))
+    x, w = rng.standard_normal((3, 5, 4, 4)), rng.standard_normal((6, 5, 4, 4))
+    b = rng.standard_normal(6) if bias else None
+    full = dict(stride=(stride, stride), padding=(0, 0), dilation=(1, 1), groups=1)
+    y, gy, gx, gw, gb = run_conv(x, w, b, dict(stride=stride))
+    assert y.shape == (3, 6, 1, 1)
+    np.testing.assert_allclose(y, F.conv2d_reference(x, w, b, **full), rtol=RTOL_F64, atol=ATOL_F64)
+    rgx, rgw, rgb = reference_grads(x, w, gy, **full)
+    np.testing.assert_allclose(gx, rgx, rtol=RTOL_F64, atol=ATOL_F64)
+    np.testing.assert_allclose(gw, rgw, rtol=RTOL_F64, atol=ATOL_F64)
+    if bias:
+        np.testing.assert_allclose(gb, rgb, rtol=RTOL_F64, atol=ATOL_F64)

@@ -34,9 +34,13 @@ class Conv2d(Function):
 
     A backend with `direct_conv` (the CPU) runs forward without the column matrix where its direct
     convolution fits (stride 1, no dilation, one group, at least 8 output channels; kernels/conv_direct.py).
-    Backward stays on the columns: the image gradient as the same direct kernel (gy padded by KH-1, KW-1,
-    W's channels swapped and taps flipped) measured slower than W^T @ gy + col2im on every eip4 layer
-    (benchmarks/README.md).
+    Backward stays on the columns: the image gradient as the same direct kernel (gy padded by KH-1,
+    KW-1, W's channels swapped and taps flipped) measured slower than W^T @ gy + col2im on every eip4
+    layer (benchmarks/README.md).
+
+    Two shapes need no columns at all, on every backend: a 1x1 kernel (stride 1, no padding) is a matrix
+    product over channels, and a kernel as large as the unpadded image (eip4's last layer: one output
+    pixel) is a fully connected layer, (N, C*H*W) @ (C*H*W, OC).
 
     The columns come on a grid of OH rows by WG columns. Usually WG = OW. With stride 1, a backend
     that has them (`wide_columns`: the CPU) uses the wide grid, WG = the padded input width
@@ -51,6 +55,10 @@ class Conv2d(Function):
     def _is_pointwise(self, KH, KW):
         """A 1x1 kernel with stride 1 and no padding needs no im2col: it is a matmul over channels."""
         return KH == KW == 1 and self.SH == self.SW == 1 and self.PH == self.PW == 0
+
+    def _is_whole_image(self, H, W, KH, KW):
+        """A kernel as large as the unpadded image, one group: one output pixel, a fully connected layer."""
+        return (KH, KW) == (H, W) and self.PH == self.PW == 0 and self.DH == self.DW == 1 and self.G == 1
 
     def _geometry(self):
         N, C, H, W = self.x.shape
@@ -101,6 +109,9 @@ class Conv2d(Function):
             y = K.matmul(wg, x.reshape(N, G, Cg, H * W))  # (G, OC/G, C/G) @ (N, G, C/G, HW) -> (N, G, OC/G, HW)
             y = y.reshape(N, OC, OH, OW)
             return y if b is None else y + b.reshape(1, OC, 1, 1)
+        if self._is_whole_image(H, W, KH, KW):  # (N, C*H*W) @ (C*H*W, OC): no columns to build
+            y = K.matmul(x.reshape(N, C * H * W), w.reshape(OC, C * H * W).T).reshape(N, OC, 1, 1)
+            return y if b is None else y + b.reshape(1, OC, 1, 1)
         y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
         WG = self._grid_width(K)
         chunks = self._chunks(K, WG)
@@ -136,6 +147,12 @@ class Conv2d(Function):
                 gw = K.matmul(gyg, xg.swapaxes(-1, -2)).sum(axis=0).reshape(self.w.shape)
             if need_x:
                 gx = K.matmul(wg.swapaxes(-1, -2), gyg).reshape(N, C, H, W)
+            return gx, gw, gb
+        if self._is_whole_image(H, W, KH, KW):
+            gy2 = gy.reshape(N, OC)
+            gb = gy2.sum(axis=0) if need_b else None
+            gw = K.matmul(gy2.T, self.x.reshape(N, C * H * W)).reshape(self.w.shape) if need_w else None
+            gx = K.matmul(gy2, self.w.reshape(OC, C * H * W)).reshape(N, C, H, W) if need_x else None
             return gx, gw, gb
         WG = self._grid_width(K)
         chunks = self._chunks(K, WG)

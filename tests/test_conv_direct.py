@@ -107,15 +107,24 @@ def test_first_calls_from_several_threads_leave_numbas_settings_as_they_were(mon
     monkeypatch.setattr(conv_tile.conv2d_direct_tile, "compile", lambda sig: time.sleep(0.05) or real(sig))
     before = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
     x, w = rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((CB, 2, 3, 3))
+    results = []
+
+    def first_call(barrier):
+        barrier.wait()
+        results.append(conv2d_direct(x, w))
+
     for _ in range(3):
         conv_direct._ready.discard(np.dtype(np.float64))
         barrier = threading.Barrier(4)
-        threads = [threading.Thread(target=lambda: (barrier.wait(), conv2d_direct(x, w))) for _ in range(4)]
+        threads = [threading.Thread(target=first_call, args=(barrier,)) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert (numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE) == before
+    assert len(results) == 12   # no thread failed
+    for y in results:
+        np.testing.assert_allclose(y, F.conv2d_reference(x, w), rtol=RTOL_F64, atol=ATOL_F64)
 
 
 def test_conv2d_direct_rejects_a_channel_mismatch_and_a_kernel_larger_than_the_image():

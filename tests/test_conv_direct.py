@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings, strategies as st
 import minicnn.functional as F
 from minicnn.kernels import conv_direct
 from minicnn.kernels.conv_direct import CB, TW, conv2d_direct, conv2d_direct_plain, fits, out_wide, tile_source
-from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, reference_grads, run_conv
+from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, run_conv
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -162,12 +162,7 @@ def test_engine_runs_forward_directly_and_matches_the_definition(dtype, padding,
     assert calls and all(shape[1:] == (9, 7 + 2 * PH, 8 + 2 * PW) for shape in calls)
     assert sum(shape[0] for shape in calls) == 3   # the chunks cover the batch once
     rtol, atol = (RTOL_F64, ATOL_F64) if dtype == np.float64 else (RTOL_F32, ATOL_F32)
-    np.testing.assert_allclose(y, F.conv2d_reference(x, w, b, **full), rtol=rtol, atol=atol)
-    rgx, rgw, rgb = reference_grads(x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64), **full)
-    np.testing.assert_allclose(gx, rgx, rtol=rtol, atol=atol)
-    np.testing.assert_allclose(gw, rgw, rtol=rtol, atol=10 * atol)
-    if bias:
-        np.testing.assert_allclose(gb, rgb, rtol=rtol, atol=10 * atol)
+    assert_matches_the_definition(x, w, b, y, gy, gx, gw, gb, full, rtol, atol)
 
 
 @pytest.mark.parametrize("OC, stride, dilation, groups", [(10, 2, 1, 1), (10, 1, 2, 1), (10, 1, 1, 2), (7, 1, 1, 1)])

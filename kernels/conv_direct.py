@@ -187,10 +187,5 @@ def conv2d_direct(x, w, b=None, out=None):
     return out
 
 
-def warm_up(dtype=np.float32):
-    """Compile (or load) the tile before threads call it: Numba compiles once, under the flags set here."""
-    _compiled(np.dtype(dtype))
-
-
 if __name__ == "__main__":
     print(tile_source(), end="")

@@ -57,8 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph capture")
     p.add_argument("--breakdown", action="store_true", help="host time per op of one eager minicnn step")
-    p.add_argument("--gemm-kernel", action="store_true",
-                   help="also time the eager step with every product on gemm.cu instead of cuBLAS (not yet run on a GPU)")
+    p.add_argument("--matmul-routes", action="store_true",
+                   help="also time the eager step with every product through cupy.matmul, and on gemm.cu, instead of "
+                        "direct cuBLAS calls (kernels/gpu.py matmul_route)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -145,15 +146,15 @@ def bench_minicnn(x, y, args):
     return first, step
 
 
-def bench_with_gemm_kernel(x, y, args):
-    """The eager step with every product on gemm.cu instead of cuBLAS (kernels/gpu.py use_gemm_kernel):
-    cupy.matmul costs the host more per call than one of our kernel launches."""
+def bench_with_route(route, x, y, args):
+    """The eager step with every product taken by `route` (kernels/gpu.py matmul_route): "cupy" for
+    cupy.matmul, "gemm" for gemm.cu, instead of the default direct cuBLAS call; weighs each one's host cost."""
     from minicnn.kernels import gpu as kernels_gpu
-    kernels_gpu.use_gemm_kernel = True
+    old, kernels_gpu.matmul_route = kernels_gpu.matmul_route, route
     try:
         return bench_minicnn(x, y, args)
     finally:
-        kernels_gpu.use_gemm_kernel = False
+        kernels_gpu.matmul_route = old
 
 
 def bench_minicnn_graph(cp, x, y, args):
@@ -284,9 +285,10 @@ def main(argv=None):
             notes.append(f"{name}: {extra[0]}")
         return per_step
 
-    mini = attempt("minicnn eager (CuPy)", lambda: bench_minicnn(x, y, args))
-    if args.gemm_kernel:
-        attempt("minicnn eager, gemm.cu", lambda: bench_with_gemm_kernel(x, y, args))
+    mini = attempt("minicnn eager (CuPy, direct cuBLAS)", lambda: bench_minicnn(x, y, args))
+    if args.matmul_routes:
+        attempt("minicnn eager, cupy.matmul", lambda: bench_with_route("cupy", x, y, args))
+        attempt("minicnn eager, gemm.cu", lambda: bench_with_route("gemm", x, y, args))
     graph = None
     if args.no_graph:
         notes.append("minicnn CUDA graph: skipped (--no-graph)")

@@ -112,23 +112,34 @@ class Conv2d(Function):
         if self._is_whole_image(H, W, KH, KW):  # (N, C*H*W) @ (C*H*W, OC): no columns to build
             y = K.matmul(x.reshape(N, C * H * W), w.reshape(OC, C * H * W).T).reshape(N, OC, 1, 1)
             return y if b is None else y + b.reshape(1, OC, 1, 1)
-        y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
         WG = self._grid_width(K)
         chunks = self._chunks(K, WG)
         self.col = None
         if self._direct(K, OC, H + 2 * self.PH, W + 2 * self.PW, KH, KW):
+            y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
             K.map_chunks(lambda n0, n1: K.conv2d_direct(pad_images(x[n0:n1], self.PH, self.PW), w, b, y[n0:n1]), chunks)
             return y
+        own_layout = G == 1 and WG == OW  # no garbage columns, one group: the product can write y's layout itself
 
-        def chunk(n0, n1):  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*WG)
+        def chunk(n0, n1):
+            m = n1 - n0
             col = self._columns(K, n0, n1, WG)
             if K.keep_columns and len(chunks) == 1:
                 self.col = col  # kept for backward (the GPU's choice; the CPU recomputes, see above)
-            yc = K.matmul(wg, col).reshape(OC, n1 - n0, OH, WG)[..., :OW]
+            if own_layout:  # image i: y[i] (OC, OH*OW) = W @ col[:, i*OH*OW:(i+1)*OH*OW], one batched product
+                yc = K.matmul(wg, col.reshape(Cg * KH * KW, m, OH * OW).transpose(1, 0, 2)).reshape(m, OC, OH, OW)
+            else:  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*WG), then (OC, chunk) swapped
+                yc = K.matmul(wg, col).reshape(OC, m, OH, WG)[..., :OW].transpose(1, 0, 2, 3)
             if b is not None:
-                yc += b.reshape(OC, 1, 1, 1)
-            y[n0:n1] = yc.transpose(1, 0, 2, 3)
-        K.map_chunks(chunk, chunks)
+                yc += b.reshape(1, OC, 1, 1)
+            return yc
+        if own_layout and len(chunks) == 1:
+            return K.map_chunks(chunk, chunks)[0]
+        y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
+
+        def store(n0, n1):
+            y[n0:n1] = chunk(n0, n1)
+        K.map_chunks(store, chunks)
         return y
 
     def backward(self, gy):
@@ -165,8 +176,11 @@ class Conv2d(Function):
         def chunk(n0, n1):
             nonlocal gx, gb
             m = n1 - n0
-            gy_grid = (xp.zeros if WG != OW else xp.empty)((OC, m, OH, WG), dtype=gy.dtype)
-            gy_grid[..., :OW] = gy[n0:n1].transpose(1, 0, 2, 3)   # the wide grid's garbage outputs: gradient 0
+            if WG == OW:
+                gy_grid = xp.ascontiguousarray(gy[n0:n1].transpose(1, 0, 2, 3))
+            else:
+                gy_grid = xp.zeros((OC, m, OH, WG), dtype=gy.dtype)
+                gy_grid[..., :OW] = gy[n0:n1].transpose(1, 0, 2, 3)   # the wide grid's garbage outputs: gradient 0
             gy_mat = gy_grid.reshape(G, OC // G, m * OH * WG)
             part_w = None
             if need_b and whole:  # rows of gy_mat are contiguous: on the GPU a cheaper sum than gy's over (0, 2, 3)

@@ -31,7 +31,8 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
-           "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "matmul", "cublas_matmul", "gemm", "batch_chunks", "map_chunks",
+           "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "cross_entropy_forward",
+           "cross_entropy_backward", "matmul", "cublas_matmul", "gemm", "batch_chunks", "map_chunks",
            "cuda_source", "compile_all", "wide_columns", "keep_columns", "direct_conv"]
 
 # The wide grid of kernels/im2col.py is a CPU trick (long contiguous copies instead of short rows): im2col.cu
@@ -59,6 +60,7 @@ KERNELS = {
     "optim": ["adam_update", "sgd_update"],
     "gemm": ["gemm", "gemm_sum_slices"],
     "relu": ["relu_forward", "relu_backward"],
+    "cross_entropy": ["cross_entropy_forward", "cross_entropy_backward"],
     "batchnorm": ["batch_norm_forward_sums", "batch_norm_forward", "batch_norm_backward_sums", "batch_norm_backward"],
 }
 FLOAT32_ONLY = ["affine_warp"]
@@ -435,6 +437,39 @@ def _channel_vector(a, name, x):
         raise ValueError(f"batch norm (GPU): {name} must have shape ({x.shape[1]},) for x of shape "
                          f"{tuple(x.shape)}, got {tuple(a.shape)}")
     return cp.ascontiguousarray(a.astype(x.dtype, copy=False))
+
+
+# ---- cross_entropy.cu ------------------------------------------------------------------------------
+def _labels(t, N, op):
+    if not isinstance(t, cp.ndarray) or t.shape != (N,) or t.dtype.kind not in "iu":
+        raise ValueError(f"{op} (GPU): t must be a CuPy integer array of shape ({N},), got {type(t).__name__} "
+                         f"{getattr(t, 'dtype', '')} {tuple(getattr(t, 'shape', ()))}")
+    return cp.ascontiguousarray(t.astype(np.int64, copy=False))
+
+
+def cross_entropy_forward(x, t):
+    """(losses (N,), softmax p (N, K)) of logits x (N, K) against labels t (N,): one launch, a thread per row."""
+    x = _float_array(x, "x", "cross_entropy_forward", 2)
+    N, K = x.shape
+    t = _labels(t, N, "cross_entropy_forward")
+    losses, p = cp.empty(N, dtype=x.dtype), cp.empty_like(x)
+    _launch(_function("cross_entropy", "cross_entropy_forward_" + _SUFFIX[x.dtype]), N,
+            (x, t, losses, p) + _ints(N, K))
+    return losses, p
+
+
+def cross_entropy_backward(p, t, gy, divisor):
+    """The logits' gradient (p - onehot(t)) * gy / divisor: gy one value (mean or sum) or N values; one launch."""
+    p = _float_array(p, "p", "cross_entropy_backward", 2)
+    N, K = p.shape
+    t = _labels(t, N, "cross_entropy_backward")
+    gy = cp.ascontiguousarray(cp.asarray(gy, dtype=p.dtype)).reshape(-1)
+    if gy.size not in (1, N):
+        raise ValueError(f"cross_entropy_backward (GPU): gy must hold 1 or {N} values, got {gy.size}")
+    gx = cp.empty_like(p)
+    _launch(_function("cross_entropy", "cross_entropy_backward_" + _SUFFIX[p.dtype]), p.size,
+            (p, t, gy, np.int32(1 if gy.size > 1 else 0), p.dtype.type(divisor), gx) + _ints(N, K))
+    return gx
 
 
 # ---- matrix products -------------------------------------------------------------------------------

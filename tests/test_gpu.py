@@ -193,7 +193,7 @@ needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++, c++ or
 
 _C_SCALARS = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64, "float": np.float32,
               "double": np.float64}
-_C_POINTEES = {"float": np.float32, "double": np.float64, "int": np.int32}
+_C_POINTEES = {"float": np.float32, "double": np.float64, "int": np.int32, "long long": np.int64}
 _CTYPES = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.uint64: ctypes.c_uint64, np.float32: ctypes.c_float,
            np.float64: ctypes.c_double}
 
@@ -460,6 +460,25 @@ def test_host_emulated_relu_equals_numba_bit_for_bit(host_gpu, n, dtype, seed):
     y = host_gpu.relu_forward(x)
     np.testing.assert_array_equal(y, cpu.relu_forward(x))
     np.testing.assert_array_equal(host_gpu.relu_backward(gy, y), cpu.relu_backward(gy, y))
+
+
+@needs_cxx
+@HOST_SETTINGS
+@given(st.integers(1, 9), st.integers(1, 11), st.sampled_from([np.float32, np.float64]), st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_cross_entropy_equals_numba(host_gpu, N, K, dtype, seed):
+    """Same formulas, row sums in double on both sides: equal up to the last bit of exp/log in the two libms."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((N, K)) * 20).astype(dtype)
+    t = rng.integers(0, K, N)
+    t[rng.random(N) < 0.2] = K  # outside the classes: a NaN row on both
+    losses, p = host_gpu.cross_entropy_forward(x, t)
+    want_losses, want_p = cpu.cross_entropy_forward(x, t)
+    tol = dict(rtol=1e-6, atol=0) if dtype == np.float32 else dict(rtol=1e-14, atol=0)
+    np.testing.assert_allclose(losses, want_losses, **tol)
+    np.testing.assert_allclose(p, want_p, **tol)
+    for gy, divisor in ((rng.standard_normal(N).astype(dtype), 1), (np.ones(1, dtype), N)):
+        np.testing.assert_allclose(host_gpu.cross_entropy_backward(p, t, gy, divisor),
+                                   cpu.cross_entropy_backward(want_p, t, gy, divisor), **tol)
 
 
 def test_gpu_batch_chunks_keep_every_column_matrix_within_32_bit_indices():

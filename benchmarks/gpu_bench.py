@@ -58,8 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph capture")
     p.add_argument("--breakdown", action="store_true", help="host time per op of one eager minicnn step")
     p.add_argument("--matmul-routes", action="store_true",
-                   help="also time the eager step with every product through cupy.matmul, and on gemm.cu, instead of "
-                        "direct cuBLAS calls (kernels/gpu.py matmul_route)")
+                   help="also time the eager step with every product through cupy.matmul (cuBLAS) instead of "
+                        "gemm.cu (kernels/gpu.py matmul_route)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -147,8 +147,8 @@ def bench_minicnn(x, y, args):
 
 
 def bench_with_route(route, x, y, args):
-    """The eager step with every product taken by `route` (kernels/gpu.py matmul_route): "cupy" for
-    cupy.matmul, "gemm" for gemm.cu, instead of the default direct cuBLAS call; weighs each one's host cost."""
+    """The eager step with every product taken by `route` (kernels/gpu.py matmul_route; "cupy": cupy.matmul,
+    i.e. cuBLAS, instead of the default gemm.cu): weighs each one's cost to the host-bound step."""
     from minicnn.kernels import gpu as kernels_gpu
     old, kernels_gpu.matmul_route = kernels_gpu.matmul_route, route
     try:
@@ -285,10 +285,9 @@ def main(argv=None):
             notes.append(f"{name}: {extra[0]}")
         return per_step
 
-    mini = attempt("minicnn eager (CuPy, direct cuBLAS)", lambda: bench_minicnn(x, y, args))
+    mini = attempt("minicnn eager (CuPy, gemm.cu)", lambda: bench_minicnn(x, y, args))
     if args.matmul_routes:
         attempt("minicnn eager, cupy.matmul", lambda: bench_with_route("cupy", x, y, args))
-        attempt("minicnn eager, gemm.cu", lambda: bench_with_route("gemm", x, y, args))
     graph = None
     if args.no_graph:
         notes.append("minicnn CUDA graph: skipped (--no-graph)")

@@ -26,13 +26,12 @@ from minicnn.backend import require_gpu
 
 cp = require_gpu()
 
-from .gemm import cublas_plan  # noqa: E402  (how a row-major product maps onto one cuBLAS call; pure Python)
 from .im2col import out_size  # noqa: E402  (the shared output-size formula; pure Python)
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
            "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "cross_entropy_forward",
-           "cross_entropy_backward", "matmul", "cublas_matmul", "gemm", "batch_chunks", "map_chunks",
+           "cross_entropy_backward", "matmul", "gemm", "batch_chunks", "map_chunks",
            "cuda_source", "compile_all", "wide_columns", "keep_columns", "direct_conv"]
 
 # The wide grid of kernels/im2col.py is a CPU trick (long contiguous copies instead of short rows): im2col.cu
@@ -40,7 +39,7 @@ __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg
 # columns to the GEMMs (8% for eip4's second layer, more on smaller maps). Not measured on a GPU.
 wide_columns = False
 keep_columns = True  # forward's column matrix is kept for backward: one launch and one pass less
-# kernels/conv_direct.py's register tile is a CPU answer to BLAS on skinny products; the GPU runs im2col + cuBLAS.
+# kernels/conv_direct.py's register tile is a CPU answer to BLAS on skinny products; the GPU runs im2col + gemm.cu.
 direct_conv = False
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -349,7 +348,7 @@ def relu_backward(gy, y):
     return gx
 
 
-# ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one cuBLAS GEMM per group) -----
+# ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one GEMM per group) -----
 from .parallel import chunks_of, in_order as map_chunks  # noqa: E402,F401
 
 
@@ -473,104 +472,26 @@ def cross_entropy_backward(p, t, gy, divisor):
 
 
 # ---- matrix products -------------------------------------------------------------------------------
-# Who multiplies: "cublas" -- one direct cuBLAS call per product, its arguments worked out by
-# kernels/gemm.py cublas_plan (a few microseconds of host time: an eager training step is host-bound, and
-# cupy.matmul's general path costs several times more per call); "cupy" -- cupy.matmul; "gemm" -- gemm.cu
-# everywhere, so eager steps run exactly the kernels a captured CUDA graph replays (tests compare the two).
-# While a stream is being captured, gemm.cu is used whatever this says: CuPy refuses cuBLAS calls then.
-matmul_route = "cublas"
-_GEMM_ROUTES = ("cublas", "cupy", "gemm")
+# Who multiplies: "gemm" -- gemm.cu, our tiled kernel, everywhere (the default); "cupy" -- cupy.matmul, i.e.
+# cuBLAS. An eager eip4 step is host-bound (about 1.3 ms of GPU work in a 5-9 ms step): measured on an H200
+# (benchmarks/README.md, session 6), the step took 5.72 ms with gemm.cu and 8.47 ms with cupy.matmul
+# (8.78 ms calling cuBLAS directly through CuPy's binding, so the time is cuBLAS's, not CuPy's), though
+# cuBLAS's kernels are faster (about 330 against 630 us of GPU time per step). gemm.cu is also what a
+# CUDA graph must use (CuPy refuses cuBLAS calls during stream capture), so eager steps and replays run
+# the same kernels. Set matmul_route = "cupy" for cuBLAS, e.g. for much larger batches or layers.
+matmul_route = "gemm"
+_GEMM_ROUTES = ("gemm", "cupy")
 
 
 def matmul(a, b):
     """a @ b (leading dimensions broadcast), by `matmul_route`; gemm.cu while a CUDA graph is captured."""
     if matmul_route == "gemm" or _capturing():
         return gemm(a, b)
-    if matmul_route == "cupy":
-        if a.ndim == b.ndim == 3 and a.shape[0] == b.shape[0] == 1:
-            return cp.matmul(a[0], b[0])[None]  # one group: CuPy's 2-D path, a single cuBLAS call
-        return cp.matmul(a, b)
-    if matmul_route != "cublas":
+    if matmul_route != "cupy":
         raise ValueError(f"matmul (GPU): matmul_route must be one of {_GEMM_ROUTES}, got {matmul_route!r}")
-    return cublas_matmul(a, b)
-
-
-_cublas = None  # CuPy's thin binding of the cuBLAS C API (cupy_backends.cuda.libs.cublas), on first use
-
-
-def _cublas_library():
-    global _cublas
-    if _cublas is None:
-        from cupy_backends.cuda.libs import cublas
-        _cublas = cublas
-    return _cublas
-
-
-def _ptr(a):
-    """The device address of a's first element (a view's offset included)."""
-    return a.data.ptr
-
-
-_ONE = {np.dtype(np.float32): np.ones(1, np.float32), np.dtype(np.float64): np.ones(1, np.float64)}
-_ZERO = {np.dtype(np.float32): np.zeros(1, np.float32), np.dtype(np.float64): np.zeros(1, np.float64)}
-
-
-def _stack_of_matrices(m, batch_shape):
-    """(shape, element strides) of m seen as (batch, rows, cols); a broadcast batch gets stride 0.
-    Copies only when the leading dimensions cannot be merged into one stride."""
-    if m.ndim == 2 or m.shape[:-2] == (1,) * (m.ndim - 2):
-        return m, (1,) + m.shape[-2:], (0,) + tuple(s // m.itemsize for s in m.strides[-2:])
-    if m.ndim == 3 and (m.shape[0],) == tuple(batch_shape):
-        return m, m.shape, tuple(s // m.itemsize for s in m.strides)
-    m = _as_batch(m, batch_shape)  # several leading dimensions: merged (a copy where they do not merge)
-    if m.shape[0] > 1 and m.strides[0] == 0:
-        return m, m.shape, (0,) + tuple(s // m.itemsize for s in m.strides[1:])
-    m = m if all(s >= 0 for s in m.strides) else cp.ascontiguousarray(m)
-    return m, m.shape, tuple(s // m.itemsize for s in m.strides)
-
-
-def cublas_matmul(a, b):
-    """a @ b with one cublas<t>gemm(StridedBatched) call on the current stream (no copy unless an operand has
-    neither contiguous rows nor contiguous columns); C is a new C-contiguous array."""
-    for name, m in (("a", a), ("b", b)):
-        if not isinstance(m, cp.ndarray):
-            raise TypeError(f"matmul (GPU): {name} must be a CuPy array, got {type(m).__module__}.{type(m).__name__}")
-        if m.dtype not in _SUFFIX or m.ndim < 2:
-            raise ValueError(f"matmul (GPU): {name} must be a float32/float64 array of at least 2 dimensions, "
-                             f"got dtype {m.dtype} and shape {tuple(m.shape)}")
-    if a.dtype != b.dtype:
-        raise TypeError(f"matmul (GPU): a is {a.dtype} but b is {b.dtype}")
-    (M, K), (K2, N) = a.shape[-2:], b.shape[-2:]
-    if K != K2:
-        raise ValueError(f"matmul (GPU): inner dimensions differ: {tuple(a.shape)} @ {tuple(b.shape)} ({K} != {K2})")
-    lead_a, lead_b = a.shape[:-2], b.shape[:-2]
-    batch_shape = (lead_a if lead_a == lead_b or not lead_b else lead_b if not lead_a
-                   else tuple(np.broadcast_shapes(lead_a, lead_b)))
-    a, a_shape, a_strides = _stack_of_matrices(a, batch_shape)
-    b, b_shape, b_strides = _stack_of_matrices(b, batch_shape)
-    plan = cublas_plan(a_shape, a_strides, b_shape, b_strides)
-    if plan is None:  # an operand with neither rows nor columns contiguous: copy it, then it plans
-        a, a_shape, a_strides = _stack_of_matrices(cp.ascontiguousarray(a), batch_shape)
-        b, b_shape, b_strides = _stack_of_matrices(cp.ascontiguousarray(b), batch_shape)
-        plan = cublas_plan(a_shape, a_strides, b_shape, b_strides)
-    batch = plan["batch"]
-    c = cp.empty((batch, M, N), dtype=a.dtype)
-    if c.size and K == 0:
-        c.fill(0)
-    elif c.size:
-        p, f64, blas = plan, a.dtype == np.float64, _cublas_library()
-        handle = cp.cuda.device.get_cublas_handle()
-        blas.setPointerMode(handle, blas.CUBLAS_POINTER_MODE_HOST)  # alpha and beta are host scalars
-        one, zero = _ONE[a.dtype].ctypes.data, _ZERO[a.dtype].ctypes.data
-        if batch == 1:
-            (blas.dgemm if f64 else blas.sgemm)(
-                handle, p["transa"], p["transb"], p["m"], p["n"], p["k"], one, _ptr(b), p["lda"],
-                _ptr(a), p["ldb"], zero, _ptr(c), p["ldc"])
-        else:
-            (blas.dgemmStridedBatched if f64 else blas.sgemmStridedBatched)(
-                handle, p["transa"], p["transb"], p["m"], p["n"], p["k"], one, _ptr(b), p["lda"], p["strideA"],
-                _ptr(a), p["ldb"], p["strideB"], zero, _ptr(c), p["ldc"], p["strideC"], batch)
-    return c.reshape(tuple(batch_shape) + (M, N))
+    if a.ndim == b.ndim == 3 and a.shape[0] == b.shape[0] == 1:
+        return cp.matmul(a[0], b[0])[None]  # one group: CuPy's 2-D path, a single cuBLAS call
+    return cp.matmul(a, b)
 
 
 # ---- gemm.cu ---------------------------------------------------------------------------------------

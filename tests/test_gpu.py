@@ -956,39 +956,6 @@ def test_gpu_gemm_kernel_matches_cublas(case):
 
 
 @gpu_test
-@GPU_SETTINGS
-@given(gemm_cases())
-def test_gpu_direct_cublas_matches_cupy_matmul(case):
-    """kernels/gpu.py cublas_matmul (one cuBLAS call, arguments from gemm.cublas_plan) against cupy.matmul, on
-    the same strided views, broadcast batches and transposes as gemm.cu (tests/test_cublas_plan.py checks the
-    plans on the CPU against an emulated cuBLAS; this checks the real library reads them the same way)."""
-    a, b = case
-    ga, gb = _strided_like(a, to_gpu(a)), _strided_like(b, to_gpu(b))
-    got = kgpu().cublas_matmul(ga, gb)
-    assert got.flags.c_contiguous
-    assert_close(got, cp.matmul(ga, gb), *tols(a.dtype), what="cublas_matmul vs cupy.matmul")
-
-
-@gpu_test
-def test_gpu_direct_cublas_on_the_convolution_views():
-    """The engine's three products of a convolution as it hands them over on the GPU: the forward writing
-    (N, OC, OH*OW) from a transposed view of the columns, the weight gradient (transposed operand) and the
-    column gradient; each against cupy.matmul in float64."""
-    rng = cp.random.default_rng(4)
-    N, OC, CKK, P = 128, 16, 144, 26 * 26
-    w = rng.standard_normal((1, OC, CKK), dtype=np.float32)
-    col = rng.standard_normal((1, CKK, N * P), dtype=np.float32)
-    gy = rng.standard_normal((1, OC, N * P), dtype=np.float32)
-    g = kgpu()
-    cases = [(w, col.reshape(CKK, N, P).transpose(1, 0, 2)), (col, gy.swapaxes(-1, -2)), (w.swapaxes(-1, -2), gy)]
-    for a, b in cases:
-        want = cp.matmul(a.astype(np.float64), b.astype(np.float64))
-        got = g.cublas_matmul(a, b)
-        assert_close(got.astype(np.float64), want, 1e-4, 1e-5 * float(cp.abs(want).max()),
-                     what=f"cublas_matmul {tuple(a.shape)} @ {tuple(b.shape)}")
-
-
-@gpu_test
 @pytest.mark.parametrize("M, K, N, transpose_b", [(16, 144, 86528, False), (144, 86528, 16, True),
                                                  (144, 16, 86528, False), (10, 16, 73728, False)])
 def test_gpu_gemm_kernel_on_the_eip4_shapes(M, K, N, transpose_b):

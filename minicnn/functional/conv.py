@@ -25,7 +25,7 @@ def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
 class Conv2d(Function):
     """Forward: col = im2col(x); y = W @ col per group. Backward: gW = gy @ col^T; gcol = W^T @ gy; gx = col2im(gcol).
 
-    The products run through the backend's `matmul` (kernels/gemm.py: BLAS on the CPU; cuBLAS on the GPU).
+    The products run through the backend's `matmul` (kernels/gemm.py: BLAS on the CPU; gemm.cu on the GPU).
     The batch is processed in chunks of images chosen by the backend (`batch_chunks`): on the CPU,
     chunks small enough that their column matrix stays in the cache, run on a pool of threads
     (`map_chunks`); on the GPU, the whole batch at once. The CPU does not keep the column matrix for

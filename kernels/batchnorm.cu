@@ -6,6 +6,10 @@ Notation:
 Layout (C-contiguous): x, y, gy, gx (N, C, H, W); x[n, c, hw] at (n*C + c)*HW + hw.
     Value j (0 <= j < M) of channel c is x[n = j / HW, c, hw = j % HW].
 
+With `relu` set, the layer normalises relu(x) instead of x (a ReLU fused in front: its own launches and
+its output array saved): every read of x below reads relu(x), and the backward pass ends with
+gx *= [x > 0], the ReLU's gradient.
+
 The formulas (batchnorm.py; sums in double, k[c] = x[0, c, 0] a value of the channel):
     mean[c]   = k + sum(x - k) / M          var[c] = sum((x - k)^2) / M - (sum(x - k) / M)^2
     invstd[c] = 1 / sqrt(var[c] + eps)      y = (x - mean[c]) * (invstd[c] * gamma[c]) + beta[c]
@@ -34,6 +38,13 @@ Self-contained on purpose (no #include): NVRTC (CuPy) and nvcc compile exactly t
 */
 
 #define BN_MAX_THREADS 256
+
+/* What the layer normalises: x itself, or relu(x) = x where x > 0, else 0 (NaN passes, as in relu.cu). */
+template <typename T>
+__device__ __forceinline__ T bn_input(T v, int relu)
+{
+    return (relu && v <= (T)0) ? (T)0 : v;
+}
 
 /* Add a[t] and b[t] over the threads of the block; every thread returns with a[0], b[0] the totals. */
 __device__ void block_sum2(double* a, double* b)
@@ -80,17 +91,17 @@ __device__ void add_slices(const double* __restrict__ partial, int c, int S, dou
 /* Forward sums of block (c, s): sum(x - k) and sum((x - k)^2) over the slice. */
 template <typename T>
 __device__ void forward_sums_impl(const T* __restrict__ x, double* __restrict__ partial,
-                                  int N, int C, int HW, int S)
+                                  int N, int C, int HW, int S, int relu)
 {
     __shared__ double a[BN_MAX_THREADS], b[BN_MAX_THREADS];
     const int M = N * HW;                   /* 32-bit index arithmetic: gpu.py keeps x below 2^31 values */
     const int B = blockDim.x;
     for (int blk = blockIdx.x; blk < C * S; blk += gridDim.x) {  /* the same for the whole block */
         const int c = blk / S, s = blk % S;
-        const double k = (double)x[c * HW];
+        const double k = (double)bn_input(x[c * HW], relu);
         double sd = 0.0, sq = 0.0;
         for (int j = s * B + threadIdx.x; j < M; j += S * B) {
-            const double d = (double)x[((j / HW) * C + c) * HW + j % HW] - k;
+            const double d = (double)bn_input(x[((j / HW) * C + c) * HW + j % HW], relu) - k;
             sd += d;
             sq += d * d;
         }
@@ -104,7 +115,7 @@ __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__
                              const T* __restrict__ gamma, const T* __restrict__ beta,
                              T* __restrict__ y, T* __restrict__ mean, T* __restrict__ var, T* __restrict__ invstd,
                              T* __restrict__ running_mean, T* __restrict__ running_var,
-                             int N, int C, int HW, int S, int update, double eps, double momentum)
+                             int N, int C, int HW, int S, int update, int relu, double eps, double momentum)
 {
     const long long total = (long long)N * C * HW;
     const double M = (double)N * HW;
@@ -113,12 +124,12 @@ __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__
         const int c = ((int)i / HW) % C;
         double sd, sq;
         add_slices(partial, c, S, &sd, &sq);
-        const double k = (double)x[c * HW];
+        const double k = (double)bn_input(x[c * HW], relu);
         const double mu = k + sd / M;
         double v = sq / M - (sd / M) * (sd / M);
         v = v > 0.0 ? v : 0.0;
         const double r = 1.0 / sqrt(v + eps);
-        y[i] = (T)(((double)x[i] - mu) * (r * (double)gamma[c]) + (double)beta[c]);
+        y[i] = (T)(((double)bn_input(x[i], relu) - mu) * (r * (double)gamma[c]) + (double)beta[c]);
         if ((int)i == c * HW) {  /* value j = 0 of channel c: n = 0, hw = 0 */
             mean[c] = (T)mu;
             var[c] = (T)v;
@@ -134,7 +145,7 @@ __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__
 /* Backward sums of block (c, s): sum(gy) and sum(gy * (x - mean)) over the slice. */
 template <typename T>
 __device__ void backward_sums_impl(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ mean,
-                                   double* __restrict__ partial, int N, int C, int HW, int S)
+                                   double* __restrict__ partial, int N, int C, int HW, int S, int relu)
 {
     __shared__ double a[BN_MAX_THREADS], b[BN_MAX_THREADS];
     const int M = N * HW;
@@ -147,7 +158,7 @@ __device__ void backward_sums_impl(const T* __restrict__ gy, const T* __restrict
             const int at = ((j / HW) * C + c) * HW + j % HW;
             const double g = (double)gy[at];
             sg += g;
-            sgx += g * ((double)x[at] - m);
+            sgx += g * ((double)bn_input(x[at], relu) - m);
         }
         store_block_sums(a, b, sg, sgx, partial + blk * 2);
     }
@@ -158,7 +169,8 @@ template <typename T>
 __device__ void backward_impl(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ mean,
                               const T* __restrict__ invstd, const T* __restrict__ gamma,
                               const double* __restrict__ partial, T* __restrict__ gx,
-                              T* __restrict__ dgamma, T* __restrict__ dbeta, int N, int C, int HW, int S)
+                              T* __restrict__ dgamma, T* __restrict__ dbeta, int N, int C, int HW, int S,
+                              int relu)
 {
     const long long total = (long long)N * C * HW;
     const double M = (double)N * HW;
@@ -169,8 +181,9 @@ __device__ void backward_impl(const T* __restrict__ gy, const T* __restrict__ x,
         add_slices(partial, c, S, &db, &dg);
         const double m = (double)mean[c], k = (double)invstd[c];
         dg *= k;  /* sum gy * xhat = invstd * sum gy * (x - mean) */
-        const double xhat = ((double)x[i] - m) * k;
-        gx[i] = (T)((double)gamma[c] * k * ((double)gy[i] - db / M - xhat * dg / M));
+        const double xhat = ((double)bn_input(x[i], relu) - m) * k;
+        const T g = (T)((double)gamma[c] * k * ((double)gy[i] - db / M - xhat * dg / M));
+        gx[i] = relu ? g * (x[i] > (T)0 ? (T)1 : (T)0) : g;  /* the ReLU's gradient, as relu.cu writes it */
         if ((int)i == c * HW) {
             dgamma[c] = (T)dg;
             dbeta[c] = (T)db;
@@ -180,20 +193,20 @@ __device__ void backward_impl(const T* __restrict__ gy, const T* __restrict__ x,
 
 #define MINICNN_BN_ENTRIES(T, SUFFIX)                                                                    \
 extern "C" __global__ void batch_norm_forward_sums_##SUFFIX(const T* x, double* partial,                  \
-        int N, int C, int HW, int S)                                                                      \
-{ forward_sums_impl<T>(x, partial, N, C, HW, S); }                                                        \
+        int N, int C, int HW, int S, int relu)                                                            \
+{ forward_sums_impl<T>(x, partial, N, C, HW, S, relu); }                                                        \
 extern "C" __global__ void batch_norm_forward_##SUFFIX(const T* x, const double* partial, const T* gamma, \
         const T* beta, T* y, T* mean, T* var, T* invstd, T* running_mean, T* running_var,                 \
-        int N, int C, int HW, int S, int update, double eps, double momentum)                             \
+        int N, int C, int HW, int S, int update, int relu, double eps, double momentum)                   \
 { forward_impl<T>(x, partial, gamma, beta, y, mean, var, invstd, running_mean, running_var,               \
-                  N, C, HW, S, update, eps, momentum); }                                                  \
+                  N, C, HW, S, update, relu, eps, momentum); }                                                  \
 extern "C" __global__ void batch_norm_backward_sums_##SUFFIX(const T* gy, const T* x, const T* mean,      \
-        double* partial, int N, int C, int HW, int S)                                                     \
-{ backward_sums_impl<T>(gy, x, mean, partial, N, C, HW, S); }                                             \
+        double* partial, int N, int C, int HW, int S, int relu)                                           \
+{ backward_sums_impl<T>(gy, x, mean, partial, N, C, HW, S, relu); }                                             \
 extern "C" __global__ void batch_norm_backward_##SUFFIX(const T* gy, const T* x, const T* mean,           \
         const T* invstd, const T* gamma, const double* partial, T* gx, T* dgamma, T* dbeta,              \
-        int N, int C, int HW, int S)                                                                      \
-{ backward_impl<T>(gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta, N, C, HW, S); }
+        int N, int C, int HW, int S, int relu)                                                            \
+{ backward_impl<T>(gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta, N, C, HW, S, relu); }
 
 MINICNN_BN_ENTRIES(float, f32)
 MINICNN_BN_ENTRIES(double, f64)

@@ -15,6 +15,9 @@ Sums run in float64, each as 4 partial sums (j mod 4) added at the end: four ind
 additions instead of one, which the CPU overlaps (a float add waits ~4 cycles for the previous one).
 Parallel over channels for the sums, over (n, c) planes (flattened: one loop of H*W) for the
 elementwise passes.
+With `relu` set the layer normalises relu(x) instead of x -- a ReLU fused in front, which saves its
+pass over the data each way and its output array: every read of x below is a read of relu(x)
+(`_input`), and the backward pass ends with gx *= [x > 0], the ReLU's gradient.
 The same formulas, written with array expressions, are in minicnn/functional/norm.py (eval mode);
 batchnorm.cu is the GPU twin of these loops.
 """
@@ -22,21 +25,29 @@ import numpy as np
 from numba import njit, prange
 
 
+@njit(cache=True, inline="always")
+def _input(v, relu, zero):
+    """What the layer normalises: x, or relu(x) (NaN passes, as in relu.py); `zero` is 0 in x's type."""
+    return zero if relu and v <= 0 else v
+
+
 @njit(cache=True, parallel=True)
-def _stats(x, mean, var):
+def _stats(x, mean, var, relu):
+    zero = np.zeros(1, x.dtype)[0]
     N, C, H, W = x.shape
     L = H * W
     M = N * L
     L4 = L - L % 4
     xf = x.reshape(N, C, L)
     for c in prange(C):
-        k = np.float64(x[0, c, 0, 0])
+        k = np.float64(_input(x[0, c, 0, 0], relu, zero))
         s0 = s1 = s2 = s3 = 0.0                 # sum of d, four partial sums
         q0 = q1 = q2 = q3 = 0.0                 # sum of d^2
         for n in range(N):
             p = xf[n, c]
             for j in range(0, L4, 4):
-                d0, d1, d2, d3 = p[j] - k, p[j + 1] - k, p[j + 2] - k, p[j + 3] - k
+                d0, d1 = _input(p[j], relu, zero) - k, _input(p[j + 1], relu, zero) - k
+                d2, d3 = _input(p[j + 2], relu, zero) - k, _input(p[j + 3], relu, zero) - k
                 s0 += d0
                 s1 += d1
                 s2 += d2
@@ -46,7 +57,7 @@ def _stats(x, mean, var):
                 q2 += d2 * d2
                 q3 += d3 * d3
             for j in range(L4, L):
-                d0 = p[j] - k
+                d0 = _input(p[j], relu, zero) - k
                 s0 += d0
                 q0 += d0 * d0
         sd, sq = (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
@@ -55,8 +66,9 @@ def _stats(x, mean, var):
 
 
 @njit(cache=True, parallel=True)
-def _affine(x, shift, scale, beta, y):
-    """y = (x - shift[c]) * scale[c] + beta[c], plane by plane."""
+def _affine(x, shift, scale, beta, y, relu):
+    """y = (x - shift[c]) * scale[c] + beta[c], plane by plane (x: relu(x) when `relu`)."""
+    zero = np.zeros(1, x.dtype)[0]
     N, C, H, W = x.shape
     xf, yf = x.reshape(N, C, H * W), y.reshape(N, C, H * W)
     for nc in prange(N * C):
@@ -65,11 +77,12 @@ def _affine(x, shift, scale, beta, y):
         m, s, b = shift[c], scale[c], beta[c]
         xp, yp = xf[n, c], yf[n, c]
         for j in range(H * W):
-            yp[j] = (xp[j] - m) * s + b
+            yp[j] = (_input(xp[j], relu, zero) - m) * s + b
 
 
 @njit(cache=True, parallel=True)
-def _grad_sums(gy, x, mean, invstd, dbeta, dgamma):
+def _grad_sums(gy, x, mean, invstd, dbeta, dgamma, relu):
+    zero = np.zeros(1, x.dtype)[0]
     N, C, H, W = x.shape
     L = H * W
     L4 = L - L % 4
@@ -85,19 +98,20 @@ def _grad_sums(gy, x, mean, invstd, dbeta, dgamma):
                 b1 += gp[j + 1]
                 b2 += gp[j + 2]
                 b3 += gp[j + 3]
-                g0 += gp[j] * (xp[j] - m)
-                g1 += gp[j + 1] * (xp[j + 1] - m)
-                g2 += gp[j + 2] * (xp[j + 2] - m)
-                g3 += gp[j + 3] * (xp[j + 3] - m)
+                g0 += gp[j] * (_input(xp[j], relu, zero) - m)
+                g1 += gp[j + 1] * (_input(xp[j + 1], relu, zero) - m)
+                g2 += gp[j + 2] * (_input(xp[j + 2], relu, zero) - m)
+                g3 += gp[j + 3] * (_input(xp[j + 3], relu, zero) - m)
             for j in range(L4, L):
                 b0 += gp[j]
-                g0 += gp[j] * (xp[j] - m)
+                g0 += gp[j] * (_input(xp[j], relu, zero) - m)
         dbeta[c] = (b0 + b1) + (b2 + b3)
         dgamma[c] = ((g0 + g1) + (g2 + g3)) * k
 
 
 @njit(cache=True, parallel=True)
-def _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx):
+def _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx, relu):
+    zero = np.zeros(1, x.dtype)[0]
     N, C, H, W = x.shape
     M = N * H * W
     gf, xf, of = gy.reshape(N, C, H * W), x.reshape(N, C, H * W), gx.reshape(N, C, H * W)
@@ -110,12 +124,14 @@ def _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx):
         d = dgamma[c] / M
         gp, xp, op = gf[n, c], xf[n, c], of[n, c]
         for j in range(H * W):
-            xhat = (xp[j] - m) * k
-            op[j] = a * (gp[j] - b - xhat * d)
+            xhat = (_input(xp[j], relu, zero) - m) * k
+            g = a * (gp[j] - b - xhat * d)
+            op[j] = g * (1 if xp[j] > 0 else 0) if relu else g   # the ReLU's gradient, as relu.py writes it
 
 
-def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1):
-    """Training-mode batch norm of x (N, C, H, W): returns y, and the batch mean, variance and 1/std per channel.
+def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1, relu=False):
+    """Training-mode batch norm of x (N, C, H, W), or of relu(x) when `relu`: returns y, and the batch mean,
+    variance and 1/std per channel.
 
     When running_mean and running_var (C,) are given they are updated in place, weighing the batch by
     `momentum`: running = (1 - momentum) * running + momentum * batch statistic, the variance unbiased
@@ -123,10 +139,10 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
     mean, var = np.empty(C, np.float64), np.empty(C, np.float64)
-    _stats(x, mean, var)
+    _stats(x, mean, var, bool(relu))
     invstd = 1.0 / np.sqrt(var + eps)
     y = np.empty_like(x)
-    _affine(x, mean, invstd * gamma, beta.astype(np.float64), y)
+    _affine(x, mean, invstd * gamma, beta.astype(np.float64), y, bool(relu))
     mean, var = mean.astype(x.dtype), var.astype(x.dtype)
     if running_mean is not None:
         M = N * H * W
@@ -137,12 +153,13 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     return y, mean, var, invstd.astype(x.dtype)
 
 
-def batch_norm_backward(gy, x, mean, invstd, gamma):
-    """Gradients (gx, dgamma, dbeta) of training-mode batch norm, recomputing xhat from x, mean and invstd."""
+def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False):
+    """Gradients (gx, dgamma, dbeta) of training-mode batch norm, recomputing xhat from x, mean and invstd
+    (of relu(x), and gx times the ReLU's gradient, when `relu`)."""
     gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
     C = x.shape[1]
     dbeta, dgamma = np.empty(C, np.float64), np.empty(C, np.float64)
-    _grad_sums(gy, x, mean, invstd, dbeta, dgamma)
+    _grad_sums(gy, x, mean, invstd, dbeta, dgamma, bool(relu))
     gx = np.empty_like(x)
-    _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx)
+    _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx, bool(relu))
     return gx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)

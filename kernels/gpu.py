@@ -375,16 +375,17 @@ def _bn_geometry(x):
     return N, C, H * W, S, threads
 
 
-def _bn_sums(kernel, arrays, N, C, HW, S, threads):
+def _bn_sums(kernel, arrays, N, C, HW, S, threads, relu):
     partial = cp.empty(C * S * 2, dtype=np.float64)
     fn = _function("batchnorm", kernel)
-    fn((min(C * S, MAX_BLOCKS),), (threads,), arrays + (partial,) + _ints(N, C, HW, S))
+    fn((min(C * S, MAX_BLOCKS),), (threads,), arrays + (partial,) + _ints(N, C, HW, S, relu))
     return partial
 
 
-def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1):
-    """Training-mode batch norm of x (N, C, H, W): returns y, and the batch mean, variance and 1/std per channel;
-    running_mean and running_var, when given, are updated in place (as in batchnorm.py).
+def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1, relu=False):
+    """Training-mode batch norm of x (N, C, H, W), or of relu(x) when `relu`: returns y, and the batch mean,
+    variance and 1/std per channel; running_mean and running_var, when given, are updated in place (as in
+    batchnorm.py).
 
     Two launches (batchnorm.cu): the per-channel sums in C*S blocks, then one thread per value (whose
     thread of value 0 of each channel also writes the statistics and updates the running ones)."""
@@ -392,9 +393,9 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     N, C, HW, S, threads = _bn_geometry(x)
     gamma, beta = _channel_vector(gamma, "gamma", x), _channel_vector(beta, "beta", x)
     suffix = _SUFFIX[x.dtype]
-    partial = _bn_sums("batch_norm_forward_sums_" + suffix, (x,), N, C, HW, S, threads)
+    partial = _bn_sums("batch_norm_forward_sums_" + suffix, (x,), N, C, HW, S, threads, relu)
     y = cp.empty_like(x)
-    mean, var, invstd = (cp.empty(C, dtype=x.dtype) for _ in range(3))
+    mean, var, invstd = cp.empty((3, C), dtype=x.dtype)  # one allocation
     update = running_mean is not None
     if update:
         for name, a in (("running_mean", running_mean), ("running_var", running_var)):
@@ -405,12 +406,13 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     _launch(_function("batchnorm", "batch_norm_forward_" + suffix), x.size,
             (x, partial, gamma, beta, y, mean, var, invstd,
              running_mean if update else mean, running_var if update else var)
-            + _ints(N, C, HW, S, update) + (np.float64(eps), np.float64(momentum)))
+            + _ints(N, C, HW, S, update, relu) + (np.float64(eps), np.float64(momentum)))
     return y, mean, var, invstd
 
 
-def batch_norm_backward(gy, x, mean, invstd, gamma):
-    """Gradients (gx, dgamma, dbeta) of training-mode batch norm, recomputing xhat from x, mean and invstd."""
+def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False):
+    """Gradients (gx, dgamma, dbeta) of training-mode batch norm, recomputing xhat from x, mean and invstd
+    (of relu(x), and gx times the ReLU's gradient, when `relu`)."""
     gy = _float_array(gy, "gy", "batch_norm_backward", 4)
     x = _float_array(x, "x", "batch_norm_backward", 4)
     if gy.shape != x.shape or gy.dtype != x.dtype:
@@ -420,11 +422,11 @@ def batch_norm_backward(gy, x, mean, invstd, gamma):
     mean, invstd, gamma = (_channel_vector(a, name, x) for a, name in
                            ((mean, "mean"), (invstd, "invstd"), (gamma, "gamma")))
     suffix = _SUFFIX[x.dtype]
-    partial = _bn_sums("batch_norm_backward_sums_" + suffix, (gy, x, mean), N, C, HW, S, threads)
+    partial = _bn_sums("batch_norm_backward_sums_" + suffix, (gy, x, mean), N, C, HW, S, threads, relu)
     gx = cp.empty_like(x)
-    dgamma, dbeta = cp.empty(C, dtype=x.dtype), cp.empty(C, dtype=x.dtype)
+    dgamma, dbeta = cp.empty((2, C), dtype=x.dtype)  # one allocation
     _launch(_function("batchnorm", "batch_norm_backward_" + suffix), x.size,
-            (gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta) + _ints(N, C, HW, S))
+            (gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta) + _ints(N, C, HW, S, relu))
     return gx, dgamma, dbeta
 
 

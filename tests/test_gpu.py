@@ -406,10 +406,11 @@ def test_host_emulated_sgd_equals_numba_bit_for_bit(host_gpu, n, momentum, wd, d
 @needs_cxx
 @settings(max_examples=12, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.sampled_from([3, 5, 8]),
-       st.sampled_from([np.float32, np.float64]), st.floats(-100, 100), st.integers(0, 2 ** 31 - 1))
-def test_host_emulated_batch_norm_matches_numba(host_gpu, N, C, H, W, threads, dtype, offset, seed):
+       st.sampled_from([np.float32, np.float64]), st.floats(-100, 100), st.booleans(), st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_batch_norm_matches_numba(host_gpu, N, C, H, W, threads, dtype, offset, relu, seed):
     """batchnorm.cu (block sums in shared memory, then one thread per value) against kernels/batchnorm.py;
-    an offset far from zero checks the shifted sums. Block sizes 3, 5 and 8 give the tree odd and even rounds."""
+    an offset far from zero checks the shifted sums. Block sizes 3, 5 and 8 give the tree odd and even rounds.
+    With relu, both normalise relu(x) (a fused ReLU) and mask the input gradient."""
     assume(N * H * W >= 2)
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((N, C, H, W)) * rng.uniform(0.1, 3) + offset).astype(dtype)
@@ -420,12 +421,12 @@ def test_host_emulated_batch_norm_matches_numba(host_gpu, N, C, H, W, threads, d
     running = [rng.uniform(0.5, 2, C).astype(dtype) for _ in range(2)]  # running mean and variance
     running_ref = [a.copy() for a in running]
     try:
-        got = host_gpu.batch_norm_forward(x, gamma, beta, 1e-3, *running, 0.3)
-        y, mean, var, invstd = cpu.batch_norm_forward(x, gamma, beta, 1e-3, *running_ref, 0.3)
-        got_back = host_gpu.batch_norm_backward(gy, x, mean, invstd, gamma)
+        got = host_gpu.batch_norm_forward(x, gamma, beta, 1e-3, *running, 0.3, relu=relu)
+        y, mean, var, invstd = cpu.batch_norm_forward(x, gamma, beta, 1e-3, *running_ref, 0.3, relu=relu)
+        got_back = host_gpu.batch_norm_backward(gy, x, mean, invstd, gamma, relu=relu)
     finally:
         host_gpu.THREADS = old
-    want_back = cpu.batch_norm_backward(gy, x, mean, invstd, gamma)
+    want_back = cpu.batch_norm_backward(gy, x, mean, invstd, gamma, relu=relu)
     rtol, atol = (2e-5, 2e-5) if dtype == np.float32 else (1e-10, 1e-10)
     for a, b in zip(got + got_back + tuple(running), (y, mean, var, invstd) + want_back + tuple(running_ref)):
         assert a.dtype == dtype
@@ -808,6 +809,13 @@ def test_gpu_batch_norm_matches_the_cpu_in_training_and_eval(dtype):
         assert_same_on_both(fn, [x, gamma, beta], dtype, f"batch_norm training={training}")
         for a, b in zip(stats["gpu"], stats["cpu"]):
             assert_close(a, b, *tols(dtype), what="running statistics")
+    stats = {"cpu": (np.zeros(5, dtype), np.ones(5, dtype)), "gpu": (to_gpu(np.zeros(5, dtype)), to_gpu(np.ones(5, dtype)))}
+
+    def fused(t, g, b):  # a ReLU in front, fused (kernels read relu(x)); about half of x is negative here
+        return F.batch_norm(t - 1, g, b, *stats[t.device], training=True, relu=True)
+    assert_same_on_both(fused, [x, gamma, beta], dtype, "batch_norm relu=True")
+    for a, b in zip(stats["gpu"], stats["cpu"]):
+        assert_close(a, b, *tols(dtype), what="running statistics (relu=True)")
 
 
 @gpu_test

@@ -232,3 +232,55 @@ def test_dropout_keys_come_from_a_numpy_generator():
     assert mrandom.draw_key(np.random.default_rng(0)) == mrandom.draw_key(np.random.default_rng(0))
     with pytest.raises(TypeError, match="numpy.random.Generator, got builtins.object"):
         mrandom.draw_key(object())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_with_relu_fused_equals_relu_then_batch_norm_bit_for_bit(dtype, rng):
+    """F.batch_norm(x, relu=True) is F.batch_norm(F.relu(x)): outputs, running statistics and every
+    gradient identical, with zeros, negative values and a NaN-free mix of both signs in x."""
+    x = rng.standard_normal((4, 3, 5, 6)).astype(dtype)
+    x[0, 0, 0, :3] = 0.0
+    gamma, beta = rng.uniform(0.5, 1.5, 3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    results = []
+    for fused in (True, False):
+        xt, gt, bt = (Tensor(a.copy(), requires_grad=True) for a in (x, gamma, beta))
+        rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
+        y = F.batch_norm(xt, gt, bt, rm, rv, relu=True) if fused else F.batch_norm(F.relu(xt), gt, bt, rm, rv)
+        y.backward(gy)
+        results.append([y.data, rm, rv, xt.grad, gt.grad, bt.grad])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sequential_fuses_relu_into_the_following_batch_norm_in_training_only(rng, monkeypatch):
+    """eip4 (six Conv -> ReLU -> BatchNorm2d -> Dropout blocks, and one ReLU after the 1x1 convolution with no batch
+    norm): in training only that ReLU runs on its own, and the loss, every gradient and running statistic equal
+    the unfused model's; in eval nothing is fused."""
+    import minicnn
+    from minicnn.functional import activation
+    from minicnn.models import eip4
+    x = rng.random((6, 1, 28, 28), dtype=np.float32)
+    calls = []
+    real = activation.ReLU.forward
+    monkeypatch.setattr(activation.ReLU, "forward", lambda self, a: calls.append(1) or real(self, a))
+    results = {}
+    for fuse in (True, False):
+        minicnn.manual_seed(3)
+        model = eip4()
+        model.fuse = fuse
+        calls.clear()
+        loss = F.cross_entropy(model(Tensor(x)), np.arange(6) % 10)
+        loss.backward()
+        results[fuse] = [loss.data] + [p.grad for p in model.parameters()] + [b.data for _, b in model.named_buffers()]
+        layers = [type(m).__name__ for m in model.children()]
+        relus = layers.count("ReLU")
+        fusable = sum(a == "ReLU" and b == "BatchNorm2d" for a, b in zip(layers, layers[1:]))
+        assert fusable == 6 and relus == 7, layers
+        assert len(calls) == (relus - fusable if fuse else relus), (fuse, len(calls))
+        model.eval()
+        calls.clear()
+        model(Tensor(x))
+        assert len(calls) == relus  # eval: BatchNorm2d uses its running statistics, ReLU runs as a layer
+    for a, b in zip(results[True], results[False]):
+        np.testing.assert_array_equal(a, b)

@@ -20,15 +20,16 @@ class BatchNorm2d(Function):
     """Training mode runs the kernels batch_norm_forward/backward (kernels/batchnorm.py and .cu: the loops of the
     formulas above); eval mode is one affine map per channel, written here as array expressions."""
 
-    def __init__(self, running_mean, running_var, training, momentum, eps):
+    def __init__(self, running_mean, running_var, training, momentum, eps, relu=False):
         self.running_mean, self.running_var = running_mean, running_var
-        self.training, self.momentum, self.eps = training, momentum, eps
+        self.training, self.momentum, self.eps, self.relu = training, momentum, eps, relu
 
     def forward(self, x, gamma, beta):
         self.gamma = gamma
         if self.training:
             y, mu, var, self.invstd = kernels_for(x).batch_norm_forward(
-                x, gamma, beta, self.eps, self.running_mean, self.running_var, self.momentum)  # running: in place
+                x, gamma, beta, self.eps, self.running_mean, self.running_var, self.momentum,  # running: in place
+                relu=self.relu)
             self.x, self.mean = x, mu
             return y
         xp = get_array_module(x)
@@ -39,14 +40,19 @@ class BatchNorm2d(Function):
 
     def backward(self, gy):
         if self.training:
-            return kernels_for(gy).batch_norm_backward(gy, self.x, self.mean, self.invstd, self.gamma)
+            return kernels_for(gy).batch_norm_backward(gy, self.x, self.mean, self.invstd, self.gamma, relu=self.relu)
         dbeta = gy.sum(axis=(0, 2, 3))
         dgamma = (gy * self.xhat).sum(axis=(0, 2, 3))
         return gy * (self.gamma * self.invstd).reshape(1, -1, 1, 1), dgamma, dbeta
 
 
-def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5):
-    """Normalise each channel of x (N, C, H, W); running statistics (raw arrays) are updated in place when training."""
+def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5,
+               relu=False):
+    """Normalise each channel of x (N, C, H, W); running statistics (raw arrays) are updated in place when training.
+
+    relu=True normalises relu(x) instead -- the same as batch_norm(F.relu(x), ...), in one operation (the
+    kernels read relu(x) on the fly; training mode only). nn.Sequential uses it for a ReLU followed by a
+    BatchNorm2d."""
     if x.ndim != 4:
         raise ValueError(f"batch_norm expects input of shape (N, C, H, W), got shape {tuple(x.shape)}")
     if x.dtype.kind != "f":
@@ -61,7 +67,9 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
         raise ValueError(f"batch_norm in training mode needs more than one value per channel, got input shape {tuple(x.shape)}")
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {momentum}")
+    if relu and not training:
+        raise ValueError("batch_norm: relu=True is for training mode; in eval mode apply F.relu first")
     # raw arrays are used as they are (a NumPy array's own .data attribute is a memoryview, not the array)
     rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
     rv = running_var.data if isinstance(running_var, Tensor) else running_var
-    return BatchNorm2d(rm, rv, training, momentum, eps)(x, gamma, beta)
+    return BatchNorm2d(rm, rv, training, momentum, eps, relu)(x, gamma, beta)

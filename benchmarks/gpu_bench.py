@@ -57,9 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph capture")
     p.add_argument("--breakdown", action="store_true", help="host time per op of one eager minicnn step")
-    p.add_argument("--matmul-routes", action="store_true",
+    p.add_argument("--variants", action="store_true",
                    help="also time the eager step with every product through cupy.matmul (cuBLAS) instead of "
-                        "gemm.cu (kernels/gpu.py matmul_route)")
+                        "gemm.cu (kernels/gpu.py matmul_route), and with ReLU, batch norm and dropout unfused")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -130,8 +130,9 @@ def minicnn_step(model, opt, xb, yb):
     return loss.data
 
 
-def bench_minicnn(x, y, args):
+def bench_minicnn(x, y, args, fuse=True):
     model, opt = minicnn_model(args.seed)
+    model.fuse = fuse  # False: ReLU, BatchNorm2d and Dropout run as separate operations (nn.Sequential.fuse)
     synchronize()
     t0 = time.perf_counter()
     for i in range(args.first_epoch_steps):
@@ -286,8 +287,9 @@ def main(argv=None):
         return per_step
 
     mini = attempt("minicnn eager (CuPy, gemm.cu)", lambda: bench_minicnn(x, y, args))
-    if args.matmul_routes:
+    if args.variants:
         attempt("minicnn eager, cupy.matmul", lambda: bench_with_route("cupy", x, y, args))
+        attempt("minicnn eager, layers unfused", lambda: bench_minicnn(x, y, args, fuse=False))
     graph = None
     if args.no_graph:
         notes.append("minicnn CUDA graph: skipped (--no-graph)")

@@ -6,7 +6,7 @@
 # Prints, in order:
 #   1. the machine: GPU, driver, Python / NumPy / CuPy / Numba / PyTorch versions;
 #   2. the GPU tests:      python -m pytest -q -m gpu tests/test_gpu.py
-#   3. the GPU benchmark:  python benchmarks/gpu_bench.py --breakdown --matmul-routes  (seconds per epoch, minicnn vs PyTorch,
+#   3. the GPU benchmark:  python benchmarks/gpu_bench.py --breakdown --variants  (seconds per epoch, minicnn vs PyTorch,
 #      CUDA graph; host time per op of one eager step)
 #   4. a full MNIST run:   python examples/mnist.py --device gpu --data-dir .mnist --epochs 20
 #      (per-epoch seconds and the final test accuracy; MNIST is expected in the git-ignored .mnist/).
@@ -74,8 +74,8 @@ if ! echo "$SUMMARY_LINE" | grep -q "passed" || echo "$SUMMARY_LINE" | grep -qE 
     tail -n 40 "$LOG_DIR/tests.log"
 fi
 
-section "GPU benchmark: python benchmarks/gpu_bench.py --breakdown --matmul-routes"
-run bench "$BENCH_CAP" "$PY" benchmarks/gpu_bench.py --steps 100 --repeats 3 --breakdown --matmul-routes
+section "GPU benchmark: python benchmarks/gpu_bench.py --breakdown --variants"
+run bench "$BENCH_CAP" "$PY" benchmarks/gpu_bench.py --steps 100 --repeats 3 --breakdown --variants
 cat "$LOG_DIR/bench.log"
 
 section "MNIST: python examples/mnist.py --device gpu --data-dir .mnist --epochs 20"

@@ -8,7 +8,9 @@ Layout (C-contiguous): x, y, gy, gx (N, C, H, W); x[n, c, hw] at (n*C + c)*HW + 
 
 With `relu` set, the layer normalises relu(x) instead of x (a ReLU fused in front: its own launches and
 its output array saved): every read of x below reads relu(x), and the backward pass ends with
-gx *= [x > 0], the ReLU's gradient.
+gx *= [x > 0], the ReLU's gradient. With `drop` set, a dropout layer is fused behind it: y[i] is
+multiplied by mask[i] (dropout.cu's hash of (key, i): scale where kept, 0 where dropped) and the
+backward pass reads gy[i] * mask[i] wherever it reads gy[i].
 
 The formulas (batchnorm.py; sums in double, k[c] = x[0, c, 0] a value of the channel):
     mean[c]   = k + sum(x - k) / M          var[c] = sum((x - k)^2) / M - (sum(x - k) / M)^2
@@ -38,6 +40,26 @@ Self-contained on purpose (no #include): NVRTC (CuPy) and nvcc compile exactly t
 */
 
 #define BN_MAX_THREADS 256
+
+/* dropout.cu's mask, copied verbatim (each .cu file compiles alone; tests/test_gpu.py checks the two copies
+   are the same text): is value i kept under `key`, with threshold T on its 24 random bits? */
+__device__ __forceinline__ bool dropout_kept(unsigned long long key, long long i, unsigned long long T)
+{
+    unsigned long long z = key + ((unsigned long long)i + 1ULL) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z = z ^ (z >> 31);
+    return (z >> 40) >= T;
+}
+
+/* The fused dropout's mask applied to value i (v itself without one): the output forward, gy backward. */
+struct BnDropout { int on; unsigned long long key, threshold; double scale; };
+
+template <typename T>
+__device__ __forceinline__ T bn_dropout(T v, long long i, BnDropout d)
+{
+    return d.on ? v * (dropout_kept(d.key, i, d.threshold) ? (T)d.scale : (T)0) : v;
+}
 
 /* What the layer normalises: x itself, or relu(x) = x where x > 0, else 0 (NaN passes, as in relu.cu). */
 template <typename T>
@@ -115,7 +137,8 @@ __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__
                              const T* __restrict__ gamma, const T* __restrict__ beta,
                              T* __restrict__ y, T* __restrict__ mean, T* __restrict__ var, T* __restrict__ invstd,
                              T* __restrict__ running_mean, T* __restrict__ running_var,
-                             int N, int C, int HW, int S, int update, int relu, double eps, double momentum)
+                             int N, int C, int HW, int S, int update, int relu, double eps, double momentum,
+                             BnDropout drop)
 {
     const long long total = (long long)N * C * HW;
     const double M = (double)N * HW;
@@ -129,7 +152,7 @@ __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__
         double v = sq / M - (sd / M) * (sd / M);
         v = v > 0.0 ? v : 0.0;
         const double r = 1.0 / sqrt(v + eps);
-        y[i] = (T)(((double)bn_input(x[i], relu) - mu) * (r * (double)gamma[c]) + (double)beta[c]);
+        y[i] = bn_dropout((T)(((double)bn_input(x[i], relu) - mu) * (r * (double)gamma[c]) + (double)beta[c]), i, drop);
         if ((int)i == c * HW) {  /* value j = 0 of channel c: n = 0, hw = 0 */
             mean[c] = (T)mu;
             var[c] = (T)v;
@@ -145,7 +168,8 @@ __device__ void forward_impl(const T* __restrict__ x, const double* __restrict__
 /* Backward sums of block (c, s): sum(gy) and sum(gy * (x - mean)) over the slice. */
 template <typename T>
 __device__ void backward_sums_impl(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ mean,
-                                   double* __restrict__ partial, int N, int C, int HW, int S, int relu)
+                                   double* __restrict__ partial, int N, int C, int HW, int S, int relu,
+                                   BnDropout drop)
 {
     __shared__ double a[BN_MAX_THREADS], b[BN_MAX_THREADS];
     const int M = N * HW;
@@ -156,7 +180,7 @@ __device__ void backward_sums_impl(const T* __restrict__ gy, const T* __restrict
         double sg = 0.0, sgx = 0.0;
         for (int j = s * B + threadIdx.x; j < M; j += S * B) {
             const int at = ((j / HW) * C + c) * HW + j % HW;
-            const double g = (double)gy[at];
+            const double g = (double)bn_dropout(gy[at], at, drop);
             sg += g;
             sgx += g * ((double)bn_input(x[at], relu) - m);
         }
@@ -170,7 +194,7 @@ __device__ void backward_impl(const T* __restrict__ gy, const T* __restrict__ x,
                               const T* __restrict__ invstd, const T* __restrict__ gamma,
                               const double* __restrict__ partial, T* __restrict__ gx,
                               T* __restrict__ dgamma, T* __restrict__ dbeta, int N, int C, int HW, int S,
-                              int relu)
+                              int relu, BnDropout drop)
 {
     const long long total = (long long)N * C * HW;
     const double M = (double)N * HW;
@@ -182,7 +206,7 @@ __device__ void backward_impl(const T* __restrict__ gy, const T* __restrict__ x,
         const double m = (double)mean[c], k = (double)invstd[c];
         dg *= k;  /* sum gy * xhat = invstd * sum gy * (x - mean) */
         const double xhat = ((double)bn_input(x[i], relu) - m) * k;
-        const T g = (T)((double)gamma[c] * k * ((double)gy[i] - db / M - xhat * dg / M));
+        const T g = (T)((double)gamma[c] * k * ((double)bn_dropout(gy[i], i, drop) - db / M - xhat * dg / M));
         gx[i] = relu ? g * (x[i] > (T)0 ? (T)1 : (T)0) : g;  /* the ReLU's gradient, as relu.cu writes it */
         if ((int)i == c * HW) {
             dgamma[c] = (T)dg;
@@ -197,16 +221,20 @@ extern "C" __global__ void batch_norm_forward_sums_##SUFFIX(const T* x, double* 
 { forward_sums_impl<T>(x, partial, N, C, HW, S, relu); }                                                        \
 extern "C" __global__ void batch_norm_forward_##SUFFIX(const T* x, const double* partial, const T* gamma, \
         const T* beta, T* y, T* mean, T* var, T* invstd, T* running_mean, T* running_var,                 \
-        int N, int C, int HW, int S, int update, int relu, double eps, double momentum)                   \
+        int N, int C, int HW, int S, int update, int relu, double eps, double momentum,                   \
+        int drop, unsigned long long key, unsigned long long threshold, double scale)                     \
 { forward_impl<T>(x, partial, gamma, beta, y, mean, var, invstd, running_mean, running_var,               \
-                  N, C, HW, S, update, relu, eps, momentum); }                                                  \
+                  N, C, HW, S, update, relu, eps, momentum, BnDropout{drop, key, threshold, scale}); }                                                  \
 extern "C" __global__ void batch_norm_backward_sums_##SUFFIX(const T* gy, const T* x, const T* mean,      \
-        double* partial, int N, int C, int HW, int S, int relu)                                           \
-{ backward_sums_impl<T>(gy, x, mean, partial, N, C, HW, S, relu); }                                             \
+        double* partial, int N, int C, int HW, int S, int relu,                                           \
+        int drop, unsigned long long key, unsigned long long threshold, double scale)                     \
+{ backward_sums_impl<T>(gy, x, mean, partial, N, C, HW, S, relu, BnDropout{drop, key, threshold, scale}); }                                             \
 extern "C" __global__ void batch_norm_backward_##SUFFIX(const T* gy, const T* x, const T* mean,           \
         const T* invstd, const T* gamma, const double* partial, T* gx, T* dgamma, T* dbeta,              \
-        int N, int C, int HW, int S, int relu)                                                            \
-{ backward_impl<T>(gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta, N, C, HW, S, relu); }
+        int N, int C, int HW, int S, int relu,                                                            \
+        int drop, unsigned long long key, unsigned long long threshold, double scale)                     \
+{ backward_impl<T>(gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta, N, C, HW, S, relu,             \
+                   BnDropout{drop, key, threshold, scale}); }
 
 MINICNN_BN_ENTRIES(float, f32)
 MINICNN_BN_ENTRIES(double, f64)

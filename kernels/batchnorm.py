@@ -24,6 +24,8 @@ batchnorm.cu is the GPU twin of these loops.
 import numpy as np
 from numba import njit, prange
 
+from .dropout import dropout_apply
+
 
 @njit(cache=True, inline="always")
 def _input(v, relu, zero):
@@ -129,9 +131,11 @@ def _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx, relu):
             op[j] = g * (1 if xp[j] > 0 else 0) if relu else g   # the ReLU's gradient, as relu.py writes it
 
 
-def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1, relu=False):
+def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1, relu=False,
+                       dropout_p=0.0, dropout_key=0):
     """Training-mode batch norm of x (N, C, H, W), or of relu(x) when `relu`: returns y, and the batch mean,
-    variance and 1/std per channel.
+    variance and 1/std per channel. With dropout_p > 0, y goes through dropout_apply(y, dropout_p, dropout_key)
+    (a dropout layer fused behind: on the CPU its own pass, on the GPU the same pass as y).
 
     When running_mean and running_var (C,) are given they are updated in place, weighing the batch by
     `momentum`: running = (1 - momentum) * running + momentum * batch statistic, the variance unbiased
@@ -150,12 +154,16 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
         running_mean += momentum * mean
         running_var *= 1 - momentum
         running_var += momentum * var * (M / max(M - 1, 1))
+    if dropout_p > 0:
+        y = dropout_apply(y, dropout_p, dropout_key)
     return y, mean, var, invstd.astype(x.dtype)
 
 
-def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False):
+def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False, dropout_p=0.0, dropout_key=0):
     """Gradients (gx, dgamma, dbeta) of training-mode batch norm, recomputing xhat from x, mean and invstd
-    (of relu(x), and gx times the ReLU's gradient, when `relu`)."""
+    (of relu(x), and gx times the ReLU's gradient, when `relu`; gy through the fused dropout's mask first)."""
+    if dropout_p > 0:
+        gy = dropout_apply(gy, dropout_p, dropout_key)
     gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
     C = x.shape[1]
     dbeta, dgamma = np.empty(C, np.float64), np.empty(C, np.float64)

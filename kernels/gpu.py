@@ -375,17 +375,26 @@ def _bn_geometry(x):
     return N, C, H * W, S, threads
 
 
-def _bn_sums(kernel, arrays, N, C, HW, S, threads, relu):
+def _bn_sums(kernel, arrays, N, C, HW, S, threads, relu, drop=()):
     partial = cp.empty(C * S * 2, dtype=np.float64)
     fn = _function("batchnorm", kernel)
-    fn((min(C * S, MAX_BLOCKS),), (threads,), arrays + (partial,) + _ints(N, C, HW, S, relu))
+    fn((min(C * S, MAX_BLOCKS),), (threads,), arrays + (partial,) + _ints(N, C, HW, S, relu) + drop)
     return partial
 
 
-def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1, relu=False):
+def _bn_dropout(p, key):
+    """The kernels' last four arguments: (on, key, threshold, scale) of a dropout fused behind the batch norm."""
+    from .dropout import threshold
+    if p > 0 and _capturing():
+        frozen_scalars.append("dropout key")
+    return (np.int32(p > 0), np.uint64(key), threshold(p), np.float64(1.0 / (1.0 - p)))
+
+
+def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1, relu=False,
+                       dropout_p=0.0, dropout_key=0):
     """Training-mode batch norm of x (N, C, H, W), or of relu(x) when `relu`: returns y, and the batch mean,
     variance and 1/std per channel; running_mean and running_var, when given, are updated in place (as in
-    batchnorm.py).
+    batchnorm.py). With dropout_p > 0, y is dropout_apply(y, dropout_p, dropout_key), in the same pass.
 
     Two launches (batchnorm.cu): the per-channel sums in C*S blocks, then one thread per value (whose
     thread of value 0 of each channel also writes the statistics and updates the running ones)."""
@@ -406,13 +415,14 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     _launch(_function("batchnorm", "batch_norm_forward_" + suffix), x.size,
             (x, partial, gamma, beta, y, mean, var, invstd,
              running_mean if update else mean, running_var if update else var)
-            + _ints(N, C, HW, S, update, relu) + (np.float64(eps), np.float64(momentum)))
+            + _ints(N, C, HW, S, update, relu) + (np.float64(eps), np.float64(momentum))
+            + _bn_dropout(dropout_p, dropout_key))
     return y, mean, var, invstd
 
 
-def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False):
+def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False, dropout_p=0.0, dropout_key=0):
     """Gradients (gx, dgamma, dbeta) of training-mode batch norm, recomputing xhat from x, mean and invstd
-    (of relu(x), and gx times the ReLU's gradient, when `relu`)."""
+    (of relu(x), and gx times the ReLU's gradient, when `relu`; gy through the fused dropout's mask first)."""
     gy = _float_array(gy, "gy", "batch_norm_backward", 4)
     x = _float_array(x, "x", "batch_norm_backward", 4)
     if gy.shape != x.shape or gy.dtype != x.dtype:
@@ -422,11 +432,12 @@ def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False):
     mean, invstd, gamma = (_channel_vector(a, name, x) for a, name in
                            ((mean, "mean"), (invstd, "invstd"), (gamma, "gamma")))
     suffix = _SUFFIX[x.dtype]
-    partial = _bn_sums("batch_norm_backward_sums_" + suffix, (gy, x, mean), N, C, HW, S, threads, relu)
+    drop = _bn_dropout(dropout_p, dropout_key)
+    partial = _bn_sums("batch_norm_backward_sums_" + suffix, (gy, x, mean), N, C, HW, S, threads, relu, drop)
     gx = cp.empty_like(x)
     dgamma, dbeta = cp.empty((2, C), dtype=x.dtype)  # one allocation
     _launch(_function("batchnorm", "batch_norm_backward_" + suffix), x.size,
-            (gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta) + _ints(N, C, HW, S, relu))
+            (gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta) + _ints(N, C, HW, S, relu) + drop)
     return gx, dgamma, dbeta
 
 

@@ -406,11 +406,12 @@ def test_host_emulated_sgd_equals_numba_bit_for_bit(host_gpu, n, momentum, wd, d
 @needs_cxx
 @settings(max_examples=12, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.sampled_from([3, 5, 8]),
-       st.sampled_from([np.float32, np.float64]), st.floats(-100, 100), st.booleans(), st.integers(0, 2 ** 31 - 1))
-def test_host_emulated_batch_norm_matches_numba(host_gpu, N, C, H, W, threads, dtype, offset, relu, seed):
+       st.sampled_from([np.float32, np.float64]), st.floats(-100, 100), st.booleans(), st.sampled_from([0.0, 0.4]),
+       st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_batch_norm_matches_numba(host_gpu, N, C, H, W, threads, dtype, offset, relu, p, seed):
     """batchnorm.cu (block sums in shared memory, then one thread per value) against kernels/batchnorm.py;
     an offset far from zero checks the shifted sums. Block sizes 3, 5 and 8 give the tree odd and even rounds.
-    With relu, both normalise relu(x) (a fused ReLU) and mask the input gradient."""
+    With relu, both normalise relu(x) (a fused ReLU) and mask the input gradient; with p, a fused dropout."""
     assume(N * H * W >= 2)
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((N, C, H, W)) * rng.uniform(0.1, 3) + offset).astype(dtype)
@@ -421,12 +422,13 @@ def test_host_emulated_batch_norm_matches_numba(host_gpu, N, C, H, W, threads, d
     running = [rng.uniform(0.5, 2, C).astype(dtype) for _ in range(2)]  # running mean and variance
     running_ref = [a.copy() for a in running]
     try:
-        got = host_gpu.batch_norm_forward(x, gamma, beta, 1e-3, *running, 0.3, relu=relu)
-        y, mean, var, invstd = cpu.batch_norm_forward(x, gamma, beta, 1e-3, *running_ref, 0.3, relu=relu)
-        got_back = host_gpu.batch_norm_backward(gy, x, mean, invstd, gamma, relu=relu)
+        fused = dict(relu=relu, dropout_p=p, dropout_key=seed)
+        got = host_gpu.batch_norm_forward(x, gamma, beta, 1e-3, *running, 0.3, **fused)
+        y, mean, var, invstd = cpu.batch_norm_forward(x, gamma, beta, 1e-3, *running_ref, 0.3, **fused)
+        got_back = host_gpu.batch_norm_backward(gy, x, mean, invstd, gamma, **fused)
     finally:
         host_gpu.THREADS = old
-    want_back = cpu.batch_norm_backward(gy, x, mean, invstd, gamma, relu=relu)
+    want_back = cpu.batch_norm_backward(gy, x, mean, invstd, gamma, **fused)
     rtol, atol = (2e-5, 2e-5) if dtype == np.float32 else (1e-10, 1e-10)
     for a, b in zip(got + got_back + tuple(running), (y, mean, var, invstd) + want_back + tuple(running_ref)):
         assert a.dtype == dtype
@@ -480,6 +482,15 @@ def test_host_emulated_cross_entropy_equals_numba(host_gpu, N, K, dtype, seed):
     for gy, divisor in ((rng.standard_normal(N).astype(dtype), 1), (np.ones(1, dtype), N)):
         np.testing.assert_allclose(host_gpu.cross_entropy_backward(p, t, gy, divisor),
                                    cpu.cross_entropy_backward(want_p, t, gy, divisor), **tol)
+
+
+def test_batchnorm_cu_carries_dropout_cu_mask_verbatim():
+    """batchnorm.cu fuses a dropout and so needs its mask; each .cu compiles alone, so it holds a copy of
+    dropout_kept, which must stay the same text as dropout.cu's (else the fused and plain layers differ)."""
+    def kept(name):
+        text = open(os.path.join(KERNELS_DIR, name)).read()
+        return re.search(r"__device__ __forceinline__ bool dropout_kept\(.*?\n}\n", text, re.S).group(0)
+    assert kept("batchnorm.cu") == kept("dropout.cu")
 
 
 def test_gpu_batch_chunks_keep_every_column_matrix_within_32_bit_indices():
@@ -811,9 +822,10 @@ def test_gpu_batch_norm_matches_the_cpu_in_training_and_eval(dtype):
             assert_close(a, b, *tols(dtype), what="running statistics")
     stats = {"cpu": (np.zeros(5, dtype), np.ones(5, dtype)), "gpu": (to_gpu(np.zeros(5, dtype)), to_gpu(np.ones(5, dtype)))}
 
-    def fused(t, g, b):  # a ReLU in front, fused (kernels read relu(x)); about half of x is negative here
-        return F.batch_norm(t - 1, g, b, *stats[t.device], training=True, relu=True)
-    assert_same_on_both(fused, [x, gamma, beta], dtype, "batch_norm relu=True")
+    def fused(t, g, b):  # ReLU in front and dropout behind, fused; about half of t - 1 is negative here
+        return F.batch_norm(t - 1, g, b, *stats[t.device], training=True, relu=True, dropout=0.3,
+                            generator=np.random.default_rng(9))
+    assert_same_on_both(fused, [x, gamma, beta], dtype, "batch_norm relu=True dropout=0.3")
     for a, b in zip(stats["gpu"], stats["cpu"]):
         assert_close(a, b, *tols(dtype), what="running statistics (relu=True)")
 

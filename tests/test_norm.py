@@ -235,9 +235,11 @@ def test_dropout_keys_come_from_a_numpy_generator():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batch_norm_with_relu_fused_equals_relu_then_batch_norm_bit_for_bit(dtype, rng):
-    """F.batch_norm(x, relu=True) is F.batch_norm(F.relu(x)): outputs, running statistics and every
-    gradient identical, with zeros, negative values and a NaN-free mix of both signs in x."""
+@pytest.mark.parametrize("relu, p", [(True, 0.0), (False, 0.3), (True, 0.1)])
+def test_batch_norm_with_relu_and_dropout_fused_equals_the_layers_apart_bit_for_bit(dtype, relu, p, rng):
+    """F.batch_norm(x, relu=..., dropout=p) is F.dropout(F.batch_norm(F.relu(x)), p): outputs, running
+    statistics and every gradient identical (the dropout key drawn the same way), with zeros and negative
+    values in x."""
     x = rng.standard_normal((4, 3, 5, 6)).astype(dtype)
     x[0, 0, 0, :3] = 0.0
     gamma, beta = rng.uniform(0.5, 1.5, 3).astype(dtype), rng.standard_normal(3).astype(dtype)
@@ -246,24 +248,33 @@ def test_batch_norm_with_relu_fused_equals_relu_then_batch_norm_bit_for_bit(dtyp
     for fused in (True, False):
         xt, gt, bt = (Tensor(a.copy(), requires_grad=True) for a in (x, gamma, beta))
         rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
-        y = F.batch_norm(xt, gt, bt, rm, rv, relu=True) if fused else F.batch_norm(F.relu(xt), gt, bt, rm, rv)
+        gen = np.random.default_rng(11)
+        if fused:
+            y = F.batch_norm(xt, gt, bt, rm, rv, relu=relu, dropout=p, generator=gen)
+        else:
+            y = F.dropout(F.batch_norm(F.relu(xt) if relu else xt, gt, bt, rm, rv), p, generator=gen)
         y.backward(gy)
         results.append([y.data, rm, rv, xt.grad, gt.grad, bt.grad])
+    if p:
+        assert (results[0][0] == 0).mean() > 0.05  # the dropout did drop
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 
 
-def test_sequential_fuses_relu_into_the_following_batch_norm_in_training_only(rng, monkeypatch):
-    """eip4 (six Conv -> ReLU -> BatchNorm2d -> Dropout blocks, and one ReLU after the 1x1 convolution with no batch
-    norm): in training only that ReLU runs on its own, and the loss, every gradient and running statistic equal
-    the unfused model's; in eval nothing is fused."""
+def test_sequential_fuses_relu_batch_norm_and_dropout_in_training_only(rng, monkeypatch):
+    """eip4: six Conv -> ReLU -> BatchNorm2d -> Dropout blocks, a ReLU after the 1x1 convolution with no batch
+    norm, and a final BatchNorm2d -> Dropout. In training only that ReLU and no Dropout run on their own, and
+    the loss, every gradient and running statistic equal the unfused model's; in eval nothing is fused."""
+    import importlib
     import minicnn
-    from minicnn.functional import activation
     from minicnn.models import eip4
+    activation = importlib.import_module("minicnn.functional.activation")
+    dropout = importlib.import_module("minicnn.functional.dropout")  # the module, not F.dropout
     x = rng.random((6, 1, 28, 28), dtype=np.float32)
     calls = []
-    real = activation.ReLU.forward
-    monkeypatch.setattr(activation.ReLU, "forward", lambda self, a: calls.append(1) or real(self, a))
+    for cls in (activation.ReLU, dropout.Dropout):
+        real = cls.forward
+        monkeypatch.setattr(cls, "forward", lambda self, a, real=real: calls.append(type(self).__name__) or real(self, a))
     results = {}
     for fuse in (True, False):
         minicnn.manual_seed(3)
@@ -274,13 +285,11 @@ def test_sequential_fuses_relu_into_the_following_batch_norm_in_training_only(rn
         loss.backward()
         results[fuse] = [loss.data] + [p.grad for p in model.parameters()] + [b.data for _, b in model.named_buffers()]
         layers = [type(m).__name__ for m in model.children()]
-        relus = layers.count("ReLU")
-        fusable = sum(a == "ReLU" and b == "BatchNorm2d" for a, b in zip(layers, layers[1:]))
-        assert fusable == 6 and relus == 7, layers
-        assert len(calls) == (relus - fusable if fuse else relus), (fuse, len(calls))
+        assert (layers.count("ReLU"), layers.count("Dropout")) == (7, 7), layers
+        assert sorted(calls) == (["ReLU"] if fuse else ["Dropout"] * 7 + ["ReLU"] * 7), (fuse, calls)
         model.eval()
         calls.clear()
         model(Tensor(x))
-        assert len(calls) == relus  # eval: BatchNorm2d uses its running statistics, ReLU runs as a layer
+        assert calls == ["ReLU"] * 7  # eval: BatchNorm2d uses its running statistics, ReLU runs as a layer
     for a, b in zip(results[True], results[False]):
         np.testing.assert_array_equal(a, b)

@@ -14,22 +14,24 @@ momentum=0.99 is momentum=0.01 here.
 from ..autograd import Function
 from ..backend import get_array_module, kernels_for
 from ..tensor import Tensor
+from .. import random as mrandom
 
 
 class BatchNorm2d(Function):
     """Training mode runs the kernels batch_norm_forward/backward (kernels/batchnorm.py and .cu: the loops of the
     formulas above); eval mode is one affine map per channel, written here as array expressions."""
 
-    def __init__(self, running_mean, running_var, training, momentum, eps, relu=False):
+    def __init__(self, running_mean, running_var, training, momentum, eps, relu=False, dropout_p=0.0, key=0):
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps, self.relu = training, momentum, eps, relu
+        self.fused = dict(relu=relu, dropout_p=dropout_p, dropout_key=key)  # the layers fused around it
 
     def forward(self, x, gamma, beta):
         self.gamma = gamma
         if self.training:
             y, mu, var, self.invstd = kernels_for(x).batch_norm_forward(
                 x, gamma, beta, self.eps, self.running_mean, self.running_var, self.momentum,  # running: in place
-                relu=self.relu)
+                **self.fused)
             self.x, self.mean = x, mu
             return y
         xp = get_array_module(x)
@@ -40,19 +42,20 @@ class BatchNorm2d(Function):
 
     def backward(self, gy):
         if self.training:
-            return kernels_for(gy).batch_norm_backward(gy, self.x, self.mean, self.invstd, self.gamma, relu=self.relu)
+            return kernels_for(gy).batch_norm_backward(gy, self.x, self.mean, self.invstd, self.gamma, **self.fused)
         dbeta = gy.sum(axis=(0, 2, 3))
         dgamma = (gy * self.xhat).sum(axis=(0, 2, 3))
         return gy * (self.gamma * self.invstd).reshape(1, -1, 1, 1), dgamma, dbeta
 
 
 def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5,
-               relu=False):
+               relu=False, dropout=0.0, generator=None):
     """Normalise each channel of x (N, C, H, W); running statistics (raw arrays) are updated in place when training.
 
-    relu=True normalises relu(x) instead -- the same as batch_norm(F.relu(x), ...), in one operation (the
-    kernels read relu(x) on the fly; training mode only). nn.Sequential uses it for a ReLU followed by a
-    BatchNorm2d."""
+    Two neighbours can be fused in, training mode only, as one operation with the same numbers:
+    relu=True normalises relu(x) -- batch_norm(F.relu(x), ...) -- and dropout=p applies
+    F.dropout(y, p, generator=generator) to the result (its key drawn the same way). The kernels read
+    relu(x) and the dropout mask on the fly. nn.Sequential uses this for ReLU -> BatchNorm2d -> Dropout."""
     if x.ndim != 4:
         raise ValueError(f"batch_norm expects input of shape (N, C, H, W), got shape {tuple(x.shape)}")
     if x.dtype.kind != "f":
@@ -67,9 +70,15 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
         raise ValueError(f"batch_norm in training mode needs more than one value per channel, got input shape {tuple(x.shape)}")
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {momentum}")
-    if relu and not training:
-        raise ValueError("batch_norm: relu=True is for training mode; in eval mode apply F.relu first")
+    if (relu or dropout) and not training:
+        raise ValueError("batch_norm: relu=True and dropout are for training mode; in eval mode apply F.relu first "
+                         "(and no dropout)")
+    key = 0
+    if dropout:
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout probability must lie in [0, 1), got {dropout}")
+        key = mrandom.draw_key(generator if generator is not None else mrandom.default_generator())
     # raw arrays are used as they are (a NumPy array's own .data attribute is a memoryview, not the array)
     rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
     rv = running_var.data if isinstance(running_var, Tensor) else running_var
-    return BatchNorm2d(rm, rv, training, momentum, eps, relu)(x, gamma, beta)
+    return BatchNorm2d(rm, rv, training, momentum, eps, relu, dropout, key)(x, gamma, beta)

@@ -157,21 +157,34 @@ class Sequential(Module):
     def __getitem__(self, i):
         return self.children()[i]
 
-    # A ReLU followed by a BatchNorm2d in training runs as one operation, F.batch_norm(..., relu=True): the
-    # same numbers, one pass over the data each way instead of two (set fuse = False to run them apart).
+    # In training, a BatchNorm2d runs as one operation with a ReLU just before it and a Dropout just after it,
+    # F.batch_norm(..., relu=True, dropout=p): the same numbers as the layers one by one, in fewer passes
+    # over the data and fewer launches (set fuse = False to run them apart).
     fuse = True
 
     def forward(self, x):
-        from .layers import BatchNorm2d, ReLU
         layers = self.children()
         i = 0
         while i < len(layers):
-            layer = layers[i]
-            after = layers[i + 1] if i + 1 < len(layers) else None
-            if self.fuse and type(layer) is ReLU and type(after) is BatchNorm2d and after.training:
-                x = after(x, relu=True)
-                i += 2
-            else:
-                x = layer(x)
+            relu, bn, drop = _fusable(layers, i) if self.fuse else (False, None, None)
+            if bn is None:
+                x = layers[i](x)
                 i += 1
+            else:
+                x = bn(x, relu=relu, dropout=drop)
+                i += relu + 1 + (drop is not None)
         return x
+
+
+def _fusable(layers, i):
+    """(relu, batch_norm, dropout) for a run [ReLU] BatchNorm2d [Dropout] starting at layers[i] in training,
+    else (False, None, None)."""
+    from .layers import BatchNorm2d, Dropout, ReLU
+    relu = type(layers[i]) is ReLU
+    j = i + relu
+    bn = layers[j] if j < len(layers) and type(layers[j]) is BatchNorm2d and layers[j].training else None
+    if bn is None:
+        return False, None, None
+    after = layers[j + 1] if j + 1 < len(layers) else None
+    drop = after if type(after) is Dropout and after.training else None
+    return relu, bn, drop

@@ -5,7 +5,7 @@ from .affine import affine_warp  # noqa: F401
 from .dropout import dropout_apply, dropout_mask  # noqa: F401
 from .relu import relu_forward, relu_backward  # noqa: F401
 from .cross_entropy import cross_entropy_forward, cross_entropy_backward  # noqa: F401
-from .optim import adam_update, sgd_update  # noqa: F401
+from .optim import adam_update, sgd_update, accumulate_grads  # noqa: F401
 from .batchnorm import batch_norm_forward, batch_norm_backward  # noqa: F401
 from .parallel import batch_chunks, map_chunks  # noqa: F401
 from .gemm import matmul  # noqa: F401

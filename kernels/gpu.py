@@ -30,7 +30,7 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
-           "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "cross_entropy_forward",
+           "accumulate_grads", "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "cross_entropy_forward",
            "cross_entropy_backward", "matmul", "gemm", "batch_chunks", "map_chunks",
            "cuda_source", "compile_all", "wide_columns", "keep_columns", "direct_conv"]
 
@@ -56,7 +56,7 @@ KERNELS = {
     "pool": ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"],
     "dropout": ["dropout_apply"],
     "affine": ["affine_warp"],
-    "optim": ["adam_update", "sgd_update"],
+    "optim": ["adam_update", "sgd_update", "accumulate_grads"],
     "gemm": ["gemm", "gemm_sum_slices"],
     "relu": ["relu_forward", "relu_backward"],
     "cross_entropy": ["cross_entropy_forward", "cross_entropy_backward"],
@@ -449,6 +449,35 @@ def _channel_vector(a, name, x):
         raise ValueError(f"batch norm (GPU): {name} must have shape ({x.shape[1]},) for x of shape "
                          f"{tuple(x.shape)}, got {tuple(a.shape)}")
     return cp.ascontiguousarray(a.astype(x.dtype, copy=False))
+
+
+def _address(a):
+    """The device address of a's first element (the host emulation in the tests replaces this)."""
+    return a.data.ptr
+
+
+def accumulate_grads(dsts, srcs):
+    """dsts[k] += srcs[k] for every k, in place: one launch for all K pairs of one dtype (a table of addresses
+    copied to the device), not K. While a CUDA graph is captured, one add per pair (a copy from host memory
+    cannot be recorded)."""
+    groups = {}
+    for d, s in zip(dsts, srcs):
+        if not isinstance(d, cp.ndarray) or not d.flags.c_contiguous or d.dtype not in _SUFFIX:
+            raise ValueError(f"accumulate_grads (GPU): every destination must be a C-contiguous float32/float64 "
+                             f"CuPy array (updated in place), got {type(d).__name__} {getattr(d, 'dtype', '')}")
+        if tuple(s.shape) != tuple(d.shape):
+            raise ValueError(f"accumulate_grads (GPU): a source of shape {tuple(s.shape)} for a destination of "
+                             f"shape {tuple(d.shape)}")
+        groups.setdefault(d.dtype, []).append((d, cp.ascontiguousarray(s.astype(d.dtype, copy=False))))
+    if _capturing():
+        for pairs in groups.values():
+            for d, s in pairs:
+                d += s
+        return
+    for dtype, pairs in groups.items():
+        table = cp.asarray(np.array([(_address(d), _address(s), d.size) for d, s in pairs], dtype=np.int64))
+        _launch(_function("optim", "accumulate_grads_" + _SUFFIX[dtype]), max(d.size for d, _ in pairs),
+                (table, np.int32(len(pairs))))
 
 
 # ---- cross_entropy.cu ------------------------------------------------------------------------------

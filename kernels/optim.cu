@@ -7,8 +7,11 @@ Adam:   g' = g + wd * p            (L2 weight decay, Adam)      or  p -= lr * wd
         m = b1 * m + (1 - b1) * g';   v = b2 * v + (1 - b2) * g'^2
         p -= lr * (m / bc1) / (sqrt(v / bc2) + eps)
 SGD:    g' = g + wd * p;  buf = mu * buf + g';  step = g' + mu * buf (Nesterov) or buf;  p -= lr * step
+Accumulate (the end of a backward pass): dst_k[i] += src_k[i] for K pairs of arrays, in one launch;
+        the host passes a table of K rows (dst address, src address, length) in device memory.
 
-Thread mapping: ONE THREAD PER PARAMETER i (grid-stride loop over 0 <= i < P). Each thread reads
+Thread mapping: ONE THREAD PER PARAMETER i (grid-stride loop over 0 <= i < P). Accumulate: each thread
+    walks the K rows of the table in order and, in each, the values i = thread, thread + grid, ... Each thread reads
     p[i], g[i] and its moment(s), updates them and writes them back: no two threads touch the same
     element, so one launch updates the whole model.
 
@@ -58,13 +61,28 @@ __device__ void sgd_impl(T* __restrict__ p, const T* __restrict__ g, T* __restri
     }
 }
 
+template <typename T>
+__device__ void accumulate_impl(const long long* __restrict__ table, int K)
+{
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (int k = 0; k < K; ++k) {
+        T* dst = (T*)table[3 * k];
+        const T* src = (const T*)table[3 * k + 1];
+        const long long n = table[3 * k + 2];
+        for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
+            dst[i] += src[i];
+    }
+}
+
 #define MINICNN_OPTIM_ENTRIES(T, SUFFIX)                                                         \
 extern "C" __global__ void adam_update_##SUFFIX(T* p, const T* g, T* m, T* v, long long n,         \
         double lr, double b1, double b2, double eps, double bc1, double bc2, double wd, int decoupled) \
 { adam_impl<T>(p, g, m, v, n, lr, b1, b2, eps, bc1, bc2, wd, decoupled); }                         \
 extern "C" __global__ void sgd_update_##SUFFIX(T* p, const T* g, T* buf, long long n,              \
         double lr, double mu, double wd, int nesterov)                                             \
-{ sgd_impl<T>(p, g, buf, n, lr, mu, wd, nesterov); }
+{ sgd_impl<T>(p, g, buf, n, lr, mu, wd, nesterov); }                                              \
+extern "C" __global__ void accumulate_grads_##SUFFIX(const long long* table, int K)                \
+{ accumulate_impl<T>(table, K); }
 
 MINICNN_OPTIM_ENTRIES(float, f32)
 MINICNN_OPTIM_ENTRIES(double, f64)

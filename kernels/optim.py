@@ -5,6 +5,8 @@ Adam:   g' = g + wd * p            (L2 weight decay, Adam)      or  p -= lr * wd
         m = b1 * m + (1 - b1) * g';   v = b2 * v + (1 - b2) * g'^2
         p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 SGD:    g' = g + wd * p;  buf = mu * buf + g';  step = g' + mu * buf (Nesterov) or buf;  p -= lr * step
+Backward's end: every parameter's gradient g_k is added into its view of the flat gradient buffer,
+        grad_k += g_k for k = 1..K, in one call (accumulate_grads): on the GPU one launch, not K.
 """
 import math
 
@@ -42,3 +44,9 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0, decou
 def sgd_update(p, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     """One SGD step (momentum, Nesterov, L2 weight decay) on flat arrays p, g, buf, in place."""
     _sgd(p, g, buf, lr, momentum, weight_decay, nesterov)
+
+
+def accumulate_grads(dsts, srcs):
+    """dsts[k] += srcs[k] for every k, in place (the gradients a backward pass adds into parameters' .grad)."""
+    for d, s in zip(dsts, srcs):
+        d += s

@@ -10,7 +10,7 @@ import contextlib
 
 import numpy as np
 
-from .backend import device_of, get_array_module
+from .backend import device_of, get_array_module, kernels_for
 
 _grad_enabled = True
 
@@ -112,13 +112,14 @@ def backward(root, grad=None, retain_graph=False):
             raise ValueError(f"grad has shape {tuple(grad.shape)} but the output has shape {tuple(root.shape)}")
     order = _topological_order(root)
     grads = {id(root): grad}
+    into = ([], [])  # (existing .grad arrays, gradients to add into them): added in one call at the end
     for t in reversed(order):
         g = grads.pop(id(t), None)
         if g is None:
             continue
         ctx = t._ctx
         if ctx is None or t._retains_grad:
-            _accumulate(t, g)
+            _accumulate(t, g, into)
         if ctx is None:
             continue
         gxs = ctx.backward(g)
@@ -132,6 +133,8 @@ def backward(root, grad=None, retain_graph=False):
             grads[key] = grads[key] + gx if key in grads else gx
         if not retain_graph:
             ctx.release()
+    if into[0]:
+        kernels_for(into[0][0]).accumulate_grads(*into)  # one launch on the GPU for every parameter
 
 
 def _topological_order(root):
@@ -159,12 +162,14 @@ def _topological_order(root):
     return order
 
 
-def _accumulate(t, g):
-    """Add gradient g into t.grad: in place when t.grad exists (it may be a view into a flat buffer)."""
+def _accumulate(t, g, into):
+    """Add gradient g into t.grad: a copy when t has none yet; else in place (it may be a view into the
+    optimizer's flat buffer), deferred to the end of backward through the lists `into`."""
     if g.dtype != t.data.dtype:
         g = g.astype(t.data.dtype)
     if t.grad is None:
         xp = get_array_module(g)
         t.grad = xp.array(g, copy=True)
     else:
-        t.grad += g
+        into[0].append(t.grad)
+        into[1].append(g)

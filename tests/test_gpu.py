@@ -484,6 +484,32 @@ def test_host_emulated_cross_entropy_equals_numba(host_gpu, N, K, dtype, seed):
                                    cpu.cross_entropy_backward(want_p, t, gy, divisor), **tol)
 
 
+@needs_cxx
+@HOST_SETTINGS
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=5), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_accumulate_grads_adds_every_pair(host_gpu, sizes, dtype, seed):
+    """optim.cu's accumulate_grads: one launch adds K sources into K destinations (views into one flat
+    buffer, as the optimizer's gradients are) through a table of addresses; nothing else is written."""
+    rng = np.random.default_rng(seed)
+    flat = rng.standard_normal(sum(sizes) + 3).astype(dtype)
+    want = flat.copy()
+    dsts, srcs, at = [], [], 1
+    for n in sizes:
+        dsts.append(flat[at:at + n])
+        srcs.append(rng.standard_normal(n).astype(dtype))
+        want[at:at + n] += srcs[-1]
+        at += n
+    HostKernel.launches.clear()
+    real, host_gpu._address = host_gpu._address, (lambda a: a.ctypes.data)  # host memory stands in for the device's
+    try:
+        host_gpu.accumulate_grads(dsts, srcs)
+    finally:
+        host_gpu._address = real
+    assert [name for name, *_ in HostKernel.launches] == ["accumulate_grads_" + ("f32" if dtype == np.float32 else "f64")]
+    np.testing.assert_array_equal(flat, want)
+
+
 def test_batchnorm_cu_carries_dropout_cu_mask_verbatim():
     """batchnorm.cu fuses a dropout and so needs its mask; each .cu compiles alone, so it holds a copy of
     dropout_kept, which must stay the same text as dropout.cu's (else the fused and plain layers differ)."""

@@ -11,7 +11,10 @@ values, and this keeps the benchmark free of downloads. An epoch is 60,000 image
 For every contender two numbers are printed:
   first epoch   one full epoch (469 steps, the last of 96 images) from a cold start: NVRTC compiles our
                 kernels, CuPy compiles its elementwise/reduction kernels, cuBLAS/cuDNN initialise;
-  epoch         the steady state: median over --repeats runs of --steps steps, scaled to 469 steps.
+  epoch         the steady state: median over --repeats runs of --steps steps, scaled to 469 steps. The
+                runs are INTERLEAVED: each round times every contender once, in turn, so a slow spell of
+                the machine (seen on the lent GPU machines: the first contender of a run took 1.5x
+                longer than the same code timed later) falls on all of them alike.
 
 Contenders:
   minicnn eager       the library as the examples use it (one Python call per op, CuPy launches);
@@ -100,18 +103,18 @@ def full_batch(x, y, i):
     return x[s:s + BATCH], y[s:s + BATCH]
 
 
-def timed(run_steps, steps, repeats, sync):
-    """Median seconds per step over `repeats` runs of `steps` steps (synchronised before and after)."""
-    per_step = []
-    offset = 0
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        run_steps(offset, steps)
-        sync()
-        per_step.append((time.perf_counter() - t0) / steps)
-        offset += steps
-    return statistics.median(per_step)
+def time_steps(run_steps, offset, steps, sync):
+    """Seconds per step of `steps` steps from batch `offset` on (synchronised before and after)."""
+    sync()
+    t0 = time.perf_counter()
+    run_steps(offset, steps)
+    sync()
+    return (time.perf_counter() - t0) / steps
+
+
+def first_epoch(run_steps, args, sync, extra_seconds=0.0):
+    """The cold first epoch: args.first_epoch_steps steps scaled to a whole epoch (plus a one-off cost)."""
+    return extra_seconds + time_steps(run_steps, 0, args.first_epoch_steps, sync) * STEPS_PER_EPOCH
 
 
 # ---- minicnn -------------------------------------------------------------------------------------------
@@ -130,32 +133,24 @@ def minicnn_step(model, opt, xb, yb):
     return loss.data
 
 
-def bench_minicnn(x, y, args, fuse=True):
-    model, opt = minicnn_model(args.seed)
-    model.fuse = fuse  # False: ReLU, BatchNorm2d and Dropout run as separate operations (nn.Sequential.fuse)
-    synchronize()
-    t0 = time.perf_counter()
-    for i in range(args.first_epoch_steps):
-        minicnn_step(model, opt, *batch(x, y, i))
-    synchronize()
-    first = (time.perf_counter() - t0) * STEPS_PER_EPOCH / args.first_epoch_steps
-
-    def run(offset, n):
-        for i in range(offset, offset + n):
-            minicnn_step(model, opt, *full_batch(x, y, i))
-    step = timed(run, args.steps, args.repeats, synchronize)
-    return first, step
-
-
-def bench_with_route(route, x, y, args):
-    """The eager step with every product taken by `route` (kernels/gpu.py matmul_route; "cupy": cupy.matmul,
-    i.e. cuBLAS, instead of the default gemm.cu): weighs each one's cost to the host-bound step."""
+def bench_minicnn(x, y, args, fuse=True, route=None):
+    """(first epoch seconds, run(offset, n), sync, note) of eager minicnn steps. fuse=False: ReLU, BatchNorm2d
+    and Dropout as separate operations (nn.Sequential.fuse); route: the products' route while this contender
+    runs (kernels/gpu.py matmul_route; "cupy": cupy.matmul, i.e. cuBLAS, instead of the default gemm.cu)."""
     from minicnn.kernels import gpu as kernels_gpu
-    old, kernels_gpu.matmul_route = kernels_gpu.matmul_route, route
-    try:
-        return bench_minicnn(x, y, args)
-    finally:
-        kernels_gpu.matmul_route = old
+    model, opt = minicnn_model(args.seed)
+    model.fuse = fuse
+
+    def run(offset, n, batches=full_batch):
+        old = kernels_gpu.matmul_route
+        kernels_gpu.matmul_route = route or old
+        try:
+            for i in range(offset, offset + n):
+                minicnn_step(model, opt, *batches(x, y, i))
+        finally:
+            kernels_gpu.matmul_route = old
+    first = first_epoch(lambda o, n: run(o, n, batch), args, synchronize)
+    return first, run, synchronize, None
 
 
 def bench_minicnn_graph(cp, x, y, args):
@@ -172,17 +167,14 @@ def bench_minicnn_graph(cp, x, y, args):
         for i in range(offset, offset + n):
             step(*full_batch(x, y, i))
 
-    first_t0 = time.perf_counter()
-    replay(0, args.first_epoch_steps)
-    synchronize()
-    first = capture_seconds + (time.perf_counter() - first_t0) * STEPS_PER_EPOCH / args.first_epoch_steps
-    per_step = timed(replay, args.steps, args.repeats, synchronize)
+    first = first_epoch(replay, args, synchronize, capture_seconds)
     loss = float(step.outputs.get())
     if not np.isfinite(loss):
         raise RuntimeError(f"the replayed step gives a non-finite loss {loss}")
-    return first, per_step, (f"warm-up + capture + first replay {capture_seconds:.2f}s, loss after the replays "
-                             f"{loss:.3f}; frozen at their captured values: {', '.join(step.frozen) or 'nothing'} "
-                             "(timing representative, training not: see minicnn/cuda_graph.py)")
+    return first, replay, synchronize, (
+        f"warm-up + capture + first replay {capture_seconds:.2f}s, loss after the first epoch's replays "
+        f"{loss:.3f}; frozen at their captured values: {', '.join(step.frozen) or 'nothing'} "
+        "(timing representative, training not: see minicnn/cuda_graph.py)")
 
 
 def breakdown(x, y, args):
@@ -232,22 +224,18 @@ def bench_torch(args):
         loss.backward()
         opt.step()
 
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for i in range(args.first_epoch_steps):
-        step(i, False)
-    torch.cuda.synchronize()
-    first = (time.perf_counter() - t0) * STEPS_PER_EPOCH / args.first_epoch_steps
-
-    def run(offset, n):
+    def run(offset, n, full=True):
         for i in range(offset, offset + n):
-            step(i, True)
-    per_step = timed(run, args.steps, args.repeats, torch.cuda.synchronize)
+            step(i, full)
+    first = first_epoch(lambda o, n: run(o, n, False), args, torch.cuda.synchronize)
     note = f"torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}"
-    return first, per_step, note
+    return first, run, torch.cuda.synchronize, note
 
 
 # ---- main ----------------------------------------------------------------------------------------------
+EAGER, GRAPH, TORCH = "minicnn eager (CuPy)", "minicnn CUDA graph", "torch eager"
+
+
 def main(argv=None):
     args = parse_args(argv)
     reason = backend.gpu_unavailable_reason()
@@ -259,7 +247,7 @@ def main(argv=None):
     print(f"data    SYNTHETIC uniform images and random labels, {IMAGES} x 1x28x28 float32, already on the GPU; "
           f"batch {BATCH}, {STEPS_PER_EPOCH} steps per epoch; Adam lr {LR}; eip4 with Dropout(0.1)")
     print(f"timing  first epoch = one cold full epoch; epoch = median of {args.repeats} x {args.steps} steps, "
-          f"scaled to {STEPS_PER_EPOCH} steps")
+          f"scaled to {STEPS_PER_EPOCH} steps; the {args.repeats} rounds interleave the contenders")
 
     from minicnn.kernels import gpu as kernels_gpu
     t0 = time.perf_counter()
@@ -270,32 +258,29 @@ def main(argv=None):
     x, y = make_data(cp, args.seed)
     synchronize()
 
-    rows, notes = [], []
+    notes = []
+    prepared = []  # (name, run, sync, first epoch seconds): every contender is built and warmed up first
 
     def attempt(name, fn):
         try:
-            result = fn()
+            first, run, sync, note = fn()
         except Exception as exc:  # report, do not crash: the other contenders still run
             notes.append(f"{name}: FAILED: {type(exc).__name__}: {exc}")
             tb = traceback.format_exc().strip().splitlines()
             notes.append("    " + " | ".join(line.strip() for line in tb[-4:]))
-            return None
-        first, per_step, *extra = result
-        rows.append((name, first, per_step * STEPS_PER_EPOCH, per_step * 1e3))
-        if extra:
-            notes.append(f"{name}: {extra[0]}")
-        return per_step
+            return
+        prepared.append((name, run, sync, first))
+        if note:
+            notes.append(f"{name}: {note}")
 
-    mini = attempt("minicnn eager (CuPy, gemm.cu)", lambda: bench_minicnn(x, y, args))
+    attempt(EAGER, lambda: bench_minicnn(x, y, args))
     if args.variants:
-        attempt("minicnn eager, cupy.matmul", lambda: bench_with_route("cupy", x, y, args))
+        attempt("minicnn eager, cupy.matmul", lambda: bench_minicnn(x, y, args, route="cupy"))
         attempt("minicnn eager, layers unfused", lambda: bench_minicnn(x, y, args, fuse=False))
-    graph = None
     if args.no_graph:
         notes.append("minicnn CUDA graph: skipped (--no-graph)")
     else:
-        graph = attempt("minicnn CUDA graph", lambda: bench_minicnn_graph(cp, x, y, args))
-    torch_step = None
+        attempt(GRAPH, lambda: bench_minicnn_graph(cp, x, y, args))
     if args.no_torch:
         notes.append("torch eager: skipped (--no-torch)")
     else:
@@ -304,7 +289,17 @@ def main(argv=None):
         except ImportError as exc:
             notes.append(f"torch eager: skipped, PyTorch is not installed ({exc})")
         else:
-            torch_step = attempt("torch eager", lambda: bench_torch(args))
+            attempt(TORCH, lambda: bench_torch(args))
+
+    per_step = {name: [] for name, *_ in prepared}
+    for r in range(args.repeats):  # interleaved: each round times every contender once, in turn
+        for name, run, sync, _ in prepared:
+            per_step[name].append(time_steps(run, STEPS_PER_EPOCH + r * args.steps, args.steps, sync))
+    step = {name: statistics.median(times) for name, times in per_step.items()}
+    rows = [(name, first, step[name] * STEPS_PER_EPOCH, step[name] * 1e3) for name, _, _, first in prepared]
+    mini, graph, torch_step = step.get(EAGER), step.get(GRAPH), step.get(TORCH)
+    notes.append("ms per step in each round (contenders in table order): " + "; ".join(
+        f"{name}: " + " ".join(f"{t * 1e3:.2f}" for t in times) for name, times in per_step.items()))
 
     print()
     print(f"{'contender':<24}{'first epoch (s)':>17}{'epoch (s)':>12}{'ms/step':>10}{'vs torch':>10}")

@@ -75,7 +75,7 @@ if ! echo "$SUMMARY_LINE" | grep -q "passed" || echo "$SUMMARY_LINE" | grep -qE 
 fi
 
 section "GPU benchmark: python benchmarks/gpu_bench.py --breakdown --variants"
-run bench "$BENCH_CAP" "$PY" benchmarks/gpu_bench.py --steps 100 --repeats 3 --breakdown --variants
+run bench "$BENCH_CAP" "$PY" benchmarks/gpu_bench.py --steps 100 --repeats 5 --breakdown --variants
 cat "$LOG_DIR/bench.log"
 
 section "MNIST: python examples/mnist.py --device gpu --data-dir .mnist --epochs 20"

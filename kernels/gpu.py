@@ -18,6 +18,7 @@ parameter types exactly.
 Importing this module without CuPy (or without a CUDA device) raises the RuntimeError of
 `minicnn.backend.require_gpu()`, which says what is missing and how to install the `gpu` extra.
 """
+import math
 import os
 
 import numpy as np
@@ -550,6 +551,18 @@ def _as_batch(a, batch_shape):
     return a
 
 
+def _stack(m, batch_shape, batch):
+    """m as `batch` matrices: (array, its element strides (batch, row, column)); a broadcast batch has stride 0.
+    The usual shapes (2-D, or 3-D against a 1-D batch) take no CuPy call; others go through _as_batch."""
+    if m.ndim == 2 or (m.ndim == 3 and len(batch_shape) == 1):
+        strides = tuple(s // m.itemsize for s in m.strides[-2:])
+        lead = 0 if m.ndim == 2 or m.shape[0] == 1 else m.strides[0] // m.itemsize
+        if lead >= 0 and min(strides) >= 0:
+            return m, (lead,) + strides
+    m = _as_batch(m, batch_shape)
+    return m, tuple(0 if n == 1 else s // m.itemsize for n, s in zip((batch,) + m.shape[1:], m.strides))
+
+
 def gemm(a, b):
     """a @ b with the tiled kernel of gemm.cu: any strides, leading dimensions broadcast, k split when the
     output has few tiles (the S partial products are then added in a fixed order)."""
@@ -564,9 +577,12 @@ def gemm(a, b):
     (M, K), (K2, N) = a.shape[-2:], b.shape[-2:]
     if K != K2:
         raise ValueError(f"gemm (GPU): inner dimensions differ: {tuple(a.shape)} @ {tuple(b.shape)} ({K} != {K2})")
-    batch_shape = tuple(np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2])))
-    a3, b3 = _as_batch(a, batch_shape), _as_batch(b, batch_shape)
-    batch = a3.shape[0]
+    lead_a, lead_b = a.shape[:-2], b.shape[:-2]  # the batch shape, without NumPy's broadcasting for the usual cases
+    batch_shape = (lead_a if lead_a == lead_b or not lead_b else lead_b if not lead_a
+                   else tuple(np.broadcast_shapes(lead_a, lead_b)))
+    batch = math.prod(batch_shape)
+    a3, sa = _stack(a, batch_shape, batch)
+    b3, sb = _stack(b, batch_shape, batch)
     tiles = batch * -(-M // GEMM_TILE) * -(-N // GEMM_TILE)
     S = 1
     if 0 < tiles < GEMM_BLOCKS_WANTED:
@@ -579,13 +595,12 @@ def gemm(a, b):
         if K == 0:
             out.fill(0)
         else:
-            sa = tuple(np.int64(s // a3.itemsize) for s in a3.strides)
-            sb = tuple(np.int64(s // b3.itemsize) for s in b3.strides)
             blocks = min(tiles * S, MAX_BLOCKS)
             _function("gemm", "gemm_" + _SUFFIX[a.dtype])((blocks,), (GEMM_TILE * GEMM_TILE,),
-                                                          (a3, b3, out) + _ints(batch, M, N, K, S, KS) + sa + sb)
+                                                          (a3, b3, out) + _ints(batch, M, N, K, S, KS)
+                                                          + tuple(np.int64(s) for s in sa + sb))
     if S == 1:
-        c = out[:, 0]
+        c = out.reshape((batch, M, N))
     else:  # the S partial products, added in slice order by one thread per output value
         c = cp.empty((batch, M, N), dtype=a.dtype)
         _launch(_function("gemm", "gemm_sum_slices_" + _SUFFIX[a.dtype]), c.size,

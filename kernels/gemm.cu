@@ -1,8 +1,10 @@
 /* Matrix product on the GPU, the textbook way: 16 x 16 tiles through shared memory (gemm.py holds the CPU side).
 
-The GPU backend multiplies with cuBLAS (cupy.matmul). This kernel serves where cuBLAS cannot: inside
-a CUDA graph being captured (CuPy refuses cuBLAS calls during stream capture). It is also the
-plainest fast GEMM there is, and worth reading once.
+The GPU backend multiplies with this kernel (kernels/gpu.py matmul_route "gemm"; cuBLAS through
+cupy.matmul on request): an eager training step of a small network is bound by the host's time per
+launch, not by the GPU, and CuPy cannot capture cuBLAS calls into a CUDA graph. It is also the
+plainest fast GEMM there is, and worth reading once. sum_rows (at the end) is the product with a
+vector of ones: a convolution's bias gradient.
 
 Notation:
     batch   independent products       M, N, K   C (M x N) = A (M x K) @ B (K x N)
@@ -92,13 +94,44 @@ __device__ void sum_slices_impl(const T* __restrict__ Cp, T* __restrict__ Cm, lo
     }
 }
 
+/* out[r] = sum over j < L of A[r*L + j], for R rows: ONE BLOCK PER ROW (grid-stride over rows); thread t adds
+   j = t, t + blockDim.x, ... in double, then the block adds its partial sums as a tree in shared memory,
+   half = P/2, P/4, ..., 1 (P = blockDim.x rounded up to a power of two): the same order every run. */
+#define SUM_MAX_THREADS 256
+
+template <typename T>
+__device__ void sum_rows_impl(const T* __restrict__ A, T* __restrict__ out, int R, long long L)
+{
+    __shared__ double part[SUM_MAX_THREADS];
+    const int t = threadIdx.x;
+    int P = 1;
+    while (P < (int)blockDim.x) P *= 2;
+    for (int r = blockIdx.x; r < R; r += gridDim.x) {   /* the same r for the whole block */
+        double sum = 0.0;
+        for (long long j = t; j < L; j += blockDim.x)
+            sum += (double)A[(long long)r * L + j];
+        part[t] = sum;
+        __syncthreads();
+        for (int half = P / 2; half > 0; half /= 2) {
+            if (t < half && t + half < (int)blockDim.x)
+                part[t] += part[t + half];
+            __syncthreads();
+        }
+        if (t == 0)
+            out[r] = (T)part[0];
+        __syncthreads();
+    }
+}
+
 #define MINICNN_GEMM_ENTRIES(T, SUFFIX)                                                              \
 extern "C" __global__ void gemm_##SUFFIX(const T* A, const T* B, T* Cp, int batch, int M, int N, int K, \
         int S, int KS, long long sAb, long long sAm, long long sAk, long long sBb, long long sBk,      \
         long long sBn)                                                                                \
 { gemm_impl<T>(A, B, Cp, batch, M, N, K, S, KS, sAb, sAm, sAk, sBb, sBk, sBn); }                       \
 extern "C" __global__ void gemm_sum_slices_##SUFFIX(const T* Cp, T* Cm, long long MN, int S, long long total) \
-{ sum_slices_impl<T>(Cp, Cm, MN, S, total); }
+{ sum_slices_impl<T>(Cp, Cm, MN, S, total); }                                                          \
+extern "C" __global__ void sum_rows_##SUFFIX(const T* A, T* out, int R, long long L)                   \
+{ sum_rows_impl<T>(A, out, R, L); }
 
 MINICNN_GEMM_ENTRIES(float, f32)
 MINICNN_GEMM_ENTRIES(double, f64)

@@ -15,6 +15,12 @@ def matmul(a, b):
     return np.matmul(a, b)
 
 
+def sum_rows(a):
+    """The sums of the rows of a 2-D array (R, L) -> (R,): a product with a vector of ones, a convolution's
+    bias gradient (gemm.cu sum_rows on the GPU)."""
+    return np.sum(a, axis=-1)
+
+
 def matmul_reference(a, b):
     """The definition, for the tests: C[..., i, j] = sum_k A[..., i, k] * B[..., k, j], in float64 loops over k."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

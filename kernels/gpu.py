@@ -32,7 +32,7 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
            "accumulate_grads", "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "cross_entropy_forward",
-           "cross_entropy_backward", "matmul", "gemm", "batch_chunks", "map_chunks",
+           "cross_entropy_backward", "matmul", "gemm", "sum_rows", "batch_chunks", "map_chunks",
            "cuda_source", "compile_all", "wide_columns", "keep_columns", "direct_conv"]
 
 # The wide grid of kernels/im2col.py is a CPU trick (long contiguous copies instead of short rows): im2col.cu
@@ -58,7 +58,7 @@ KERNELS = {
     "dropout": ["dropout_apply"],
     "affine": ["affine_warp"],
     "optim": ["adam_update", "sgd_update", "accumulate_grads"],
-    "gemm": ["gemm", "gemm_sum_slices"],
+    "gemm": ["gemm", "gemm_sum_slices", "sum_rows"],
     "relu": ["relu_forward", "relu_backward"],
     "cross_entropy": ["cross_entropy_forward", "cross_entropy_backward"],
     "batchnorm": ["batch_norm_forward_sums", "batch_norm_forward", "batch_norm_backward_sums", "batch_norm_backward"],
@@ -489,15 +489,20 @@ def _labels(t, N, op):
     return cp.ascontiguousarray(t.astype(np.int64, copy=False))
 
 
-def cross_entropy_forward(x, t):
-    """(losses (N,), softmax p (N, K)) of logits x (N, K) against labels t (N,): one launch, a thread per row."""
+CE_MAX_THREADS = 256  # cross_entropy.cu's shared array
+
+
+def cross_entropy_forward(x, t, divisor=1):
+    """(losses (N,), softmax p (N, K), reduced = sum of the losses / divisor, 0-d) of logits x (N, K) against
+    labels t (N,): one launch of one block (a thread per row, the losses added as a tree)."""
     x = _float_array(x, "x", "cross_entropy_forward", 2)
     N, K = x.shape
     t = _labels(t, N, "cross_entropy_forward")
     losses, p = cp.empty(N, dtype=x.dtype), cp.empty_like(x)
-    _launch(_function("cross_entropy", "cross_entropy_forward_" + _SUFFIX[x.dtype]), N,
-            (x, t, losses, p) + _ints(N, K))
-    return losses, p
+    reduced = cp.empty((), dtype=x.dtype)
+    _function("cross_entropy", "cross_entropy_forward_" + _SUFFIX[x.dtype])(
+        (1,), (min(THREADS, CE_MAX_THREADS),), (x, t, losses, p, reduced) + _ints(N, K) + (np.float64(divisor),))
+    return losses, p, reduced
 
 
 def cross_entropy_backward(p, t, gy, divisor):
@@ -606,6 +611,23 @@ def gemm(a, b):
         _launch(_function("gemm", "gemm_sum_slices_" + _SUFFIX[a.dtype]), c.size,
                 (out, c, np.int64(c.size // batch if batch else 0), np.int32(S), np.int64(c.size)))
     return c.reshape(batch_shape + (M, N))
+
+
+SUM_MAX_THREADS = 256  # gemm.cu's shared array for sum_rows
+
+
+def sum_rows(a):
+    """The sums of the rows of a 2-D CuPy array (R, L) -> (R,): one block per row, a fixed-order tree (gemm.cu)."""
+    a = _float_array(a, "a", "sum_rows", 2)
+    R, L = a.shape
+    out = cp.empty(R, dtype=a.dtype)
+    if R:
+        if L == 0:
+            out.fill(0)
+        else:
+            _function("gemm", "sum_rows_" + _SUFFIX[a.dtype])((min(R, MAX_BLOCKS),), (min(THREADS, SUM_MAX_THREADS),),
+                                                              (a, out, np.int32(R), np.int64(L)))
+    return out
 
 
 # ---- optim.cu --------------------------------------------------------------------------------------

@@ -474,11 +474,15 @@ def test_host_emulated_cross_entropy_equals_numba(host_gpu, N, K, dtype, seed):
     x = (rng.standard_normal((N, K)) * 20).astype(dtype)
     t = rng.integers(0, K, N)
     t[rng.random(N) < 0.2] = K  # outside the classes: a NaN row on both
-    losses, p = host_gpu.cross_entropy_forward(x, t)
-    want_losses, want_p = cpu.cross_entropy_forward(x, t)
+    losses, p, mean = host_gpu.cross_entropy_forward(x, t, N)
+    want_losses, want_p, want_mean = cpu.cross_entropy_forward(x, t, N)
     tol = dict(rtol=1e-6, atol=0) if dtype == np.float32 else dict(rtol=1e-14, atol=0)
     np.testing.assert_allclose(losses, want_losses, **tol)
     np.testing.assert_allclose(p, want_p, **tol)
+    np.testing.assert_allclose(mean, want_mean, **tol)  # the block's tree against a loop: both sum in double
+    t[:] = 0
+    total = host_gpu.cross_entropy_forward(x, t)[2]
+    np.testing.assert_allclose(total, cpu.cross_entropy_forward(x, t)[2], **tol)
     for gy, divisor in ((rng.standard_normal(N).astype(dtype), 1), (np.ones(1, dtype), N)):
         np.testing.assert_allclose(host_gpu.cross_entropy_backward(p, t, gy, divisor),
                                    cpu.cross_entropy_backward(want_p, t, gy, divisor), **tol)
@@ -989,6 +993,25 @@ def _strided_like(a_host, a_gpu):
     if a_host.flags.c_contiguous:
         return a_gpu
     return cp.ascontiguousarray(a_gpu.swapaxes(-1, -2)).swapaxes(-1, -2)
+
+
+@needs_cxx
+@HOST_SETTINGS
+@given(st.integers(1, 5), st.integers(0, 40), st.sampled_from([3, 4, 8]), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_sum_rows_equals_numpy(host_gpu, R, L, threads, dtype, seed):
+    """gemm.cu's sum_rows (one block per row, a tree of the threads' double sums) against float64 NumPy; block
+    sizes 3, 4 and 8 give the tree odd and even rounds, and an empty row gives 0."""
+    x = np.random.default_rng(seed).standard_normal((R, L)).astype(dtype)
+    old = host_gpu.THREADS
+    host_gpu.THREADS = threads
+    try:
+        got = host_gpu.sum_rows(x)
+    finally:
+        host_gpu.THREADS = old
+    assert got.dtype == dtype and got.shape == (R,)
+    np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=1), rtol=1e-6 if dtype == np.float32 else 1e-13,
+                               atol=1e-6 if dtype == np.float32 else 1e-13)
 
 
 @gpu_test

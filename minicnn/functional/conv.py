@@ -184,7 +184,7 @@ class Conv2d(Function):
             gy_mat = gy_grid.reshape(G, OC // G, m * OH * WG)
             part_w = None
             if need_b and whole:  # rows of gy_mat are contiguous: on the GPU a cheaper sum than gy's over (0, 2, 3)
-                gb = gy_mat.sum(axis=-1).reshape(OC)
+                gb = K.sum_rows(gy_mat.reshape(OC, m * OH * WG))
             if need_w:
                 # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of
                 # the skinny product about twice as fast (benchmarks/README.md)

@@ -6,7 +6,8 @@ Notation: N rows (images), K classes; x (N, K) logits, t (N,) integer labels, gy
     s[n]     = sum_k exp(x[n, k] - m[n])
     loss[n]  = log(s[n]) - (x[n, t[n]] - m[n])            (= logsumexp(x[n]) - x[n, t[n]])
     p[n, k]  = exp(x[n, k] - m[n]) / s[n]                 (softmax, kept for the backward pass)
-    gx[n, k] = (p[n, k] - [k == t[n]]) * (gy[n or 0] / D) (D = N for "mean", else 1)
+    reduced  = (sum_n loss[n]) / D                        (D = N for "mean", else 1; in float64)
+    gx[n, k] = (p[n, k] - [k == t[n]]) * (gy[n or 0] / D)
 The exponentials and the row sum are taken in float64 whatever the input type (K is small: a row is
 one thread's work on the GPU too), then rounded once. A label outside [0, K) gives a NaN row: the GPU
 cannot check labels without waiting for the device, so neither backend raises here (the engine checks
@@ -48,12 +49,13 @@ def _cross_entropy_backward(p, t, gy, gy_step, divisor, gx):
             gx[n, k] = (p[n, k] - (1 if k == t[n] else 0)) * f
 
 
-def cross_entropy_forward(x, t):
-    """(losses (N,), softmax p (N, K)) of logits x (N, K) against labels t (N,)."""
+def cross_entropy_forward(x, t, divisor=1):
+    """(losses (N,), softmax p (N, K), reduced = sum of the losses / divisor as a 0-d array) of logits x (N, K)
+    against labels t (N,): divisor N gives the mean."""
     x = np.ascontiguousarray(x)
     losses, p = np.empty(x.shape[0], x.dtype), np.empty_like(x)
     _cross_entropy_forward(x, np.ascontiguousarray(t, dtype=np.int64), losses, p)
-    return losses, p
+    return losses, p, np.asarray(losses.sum(dtype=np.float64) / divisor, dtype=x.dtype)
 
 
 def cross_entropy_backward(p, t, gy, divisor):

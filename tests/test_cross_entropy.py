@@ -17,12 +17,14 @@ def test_cross_entropy_kernels_equal_numpy(N, K, scale, dtype, seed):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((N, K)) * scale).astype(dtype)
     t = rng.integers(0, K, N)
-    losses, p = cpu.cross_entropy_forward(x, t)
+    losses, p, mean = cpu.cross_entropy_forward(x, t, N)
     want_losses, want_p = cross_entropy_numpy(x.astype(np.float64), t)
     assert losses.dtype == p.dtype == dtype and np.isfinite(losses).all()
     tol = dict(rtol=2e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(losses, want_losses, **tol)
     np.testing.assert_allclose(p, want_p, **tol)
+    assert mean.shape == () and mean.dtype == dtype
+    np.testing.assert_allclose(mean, want_losses.mean(), **tol)
     gy = rng.standard_normal(N).astype(dtype)
     onehot = np.eye(K)[t]
     np.testing.assert_allclose(cpu.cross_entropy_backward(p, t, gy, 1), (p - onehot) * gy[:, None], **tol)
@@ -31,8 +33,8 @@ def test_cross_entropy_kernels_equal_numpy(N, K, scale, dtype, seed):
 
 def test_a_label_outside_the_classes_gives_a_nan_row_not_a_stray_read():
     x = np.zeros((3, 4), np.float32)
-    losses, p = cpu.cross_entropy_forward(x, np.array([0, 4, -1]))
-    assert np.isfinite(losses[0]) and np.isnan(losses[1:]).all()
+    losses, p, total = cpu.cross_entropy_forward(x, np.array([0, 4, -1]))
+    assert np.isfinite(losses[0]) and np.isnan(losses[1:]).all() and np.isnan(total)
     assert np.isfinite(p[0]).all() and np.isnan(p[1:]).all()
 
 

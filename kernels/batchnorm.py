@@ -29,8 +29,12 @@ from .dropout import dropout_apply
 
 @njit(cache=True, inline="always")
 def _input(v, relu, zero):
-    """What the layer normalises: x, or relu(x) (NaN passes, as in relu.py); `zero` is 0 in x's type."""
-    return zero if relu and v <= 0 else v
+    """What the layer normalises: relu(x) (NaN passes, as in relu.py) when `relu` is True, x itself when it is
+    None: None is a type of its own, so Numba compiles the kernels once for each, and the plain version
+    carries no compare (a run-time flag would cost a select per value, 15% of the plain kernels)."""
+    if relu is None:
+        return v
+    return zero if v <= zero else v
 
 
 @njit(cache=True, parallel=True)
@@ -128,7 +132,7 @@ def _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx, relu):
         for j in range(H * W):
             xhat = (_input(xp[j], relu, zero) - m) * k
             g = a * (gp[j] - b - xhat * d)
-            op[j] = g * (1 if xp[j] > 0 else 0) if relu else g   # the ReLU's gradient, as relu.py writes it
+            op[j] = g if relu is None else g * (1 if xp[j] > 0 else 0)   # the ReLU's gradient, as relu.py writes it
 
 
 def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1, relu=False,
@@ -143,10 +147,10 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
     mean, var = np.empty(C, np.float64), np.empty(C, np.float64)
-    _stats(x, mean, var, bool(relu))
+    _stats(x, mean, var, True if relu else None)
     invstd = 1.0 / np.sqrt(var + eps)
     y = np.empty_like(x)
-    _affine(x, mean, invstd * gamma, beta.astype(np.float64), y, bool(relu))
+    _affine(x, mean, invstd * gamma, beta.astype(np.float64), y, True if relu else None)
     mean, var = mean.astype(x.dtype), var.astype(x.dtype)
     if running_mean is not None:
         M = N * H * W
@@ -167,7 +171,7 @@ def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False, dropout_p=0.0, d
     gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
     C = x.shape[1]
     dbeta, dgamma = np.empty(C, np.float64), np.empty(C, np.float64)
-    _grad_sums(gy, x, mean, invstd, dbeta, dgamma, bool(relu))
+    _grad_sums(gy, x, mean, invstd, dbeta, dgamma, True if relu else None)
     gx = np.empty_like(x)
-    _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx, bool(relu))
+    _grad_input(gy, x, mean, invstd, gamma, dbeta, dgamma, gx, True if relu else None)
     return gx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)

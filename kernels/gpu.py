@@ -521,12 +521,12 @@ def cross_entropy_backward(p, t, gy, divisor):
 
 # ---- matrix products -------------------------------------------------------------------------------
 # Who multiplies: "gemm" -- gemm.cu, our tiled kernel, everywhere (the default); "cupy" -- cupy.matmul, i.e.
-# cuBLAS. An eager eip4 step is host-bound (about 1.3 ms of GPU work in a 5-9 ms step): measured on an H200
-# (benchmarks/README.md, session 6), the step took 5.72 ms with gemm.cu and 8.47 ms with cupy.matmul
-# (8.78 ms calling cuBLAS directly through CuPy's binding, so the time is cuBLAS's, not CuPy's), though
-# cuBLAS's kernels are faster (about 330 against 630 us of GPU time per step). gemm.cu is also what a
-# CUDA graph must use (CuPy refuses cuBLAS calls during stream capture), so eager steps and replays run
-# the same kernels. Set matmul_route = "cupy" for cuBLAS, e.g. for much larger batches or layers.
+# cuBLAS. An eager eip4 step is host-bound (about 1.3 ms of GPU work in a 6-9 ms step): measured on an H200
+# in interleaved rounds (benchmarks/README.md, session 6), the step took 9.11 ms with gemm.cu and 10.50 ms
+# with cupy.matmul, though cuBLAS's kernels are faster on the GPU (about 330 against 570 us per step); each
+# cuBLAS call costs the host more (calling it directly through CuPy's binding was no faster). gemm.cu is
+# also what a CUDA graph must use (CuPy refuses cuBLAS calls during stream capture), so eager steps and
+# replays run the same kernels. Set matmul_route = "cupy" for cuBLAS, e.g. for much larger batches or layers.
 matmul_route = "gemm"
 _GEMM_ROUTES = ("gemm", "cupy")
 

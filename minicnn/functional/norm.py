@@ -23,7 +23,7 @@ class BatchNorm2d(Function):
 
     def __init__(self, running_mean, running_var, training, momentum, eps, relu=False, dropout_p=0.0, key=0):
         self.running_mean, self.running_var = running_mean, running_var
-        self.training, self.momentum, self.eps, self.relu = training, momentum, eps, relu
+        self.training, self.momentum, self.eps = training, momentum, eps
         self.fused = dict(relu=relu, dropout_p=dropout_p, dropout_key=key)  # the layers fused around it
 
     def forward(self, x, gamma, beta):

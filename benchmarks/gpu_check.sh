@@ -8,10 +8,12 @@
 #   2. the GPU tests:      python -m pytest -q -m gpu tests/test_gpu.py
 #   3. the GPU benchmark:  python benchmarks/gpu_bench.py --breakdown --variants  (seconds per epoch, minicnn vs PyTorch,
 #      CUDA graph; host time per op of one eager step)
-#   4. a full MNIST run:   python examples/mnist.py --device gpu --data-dir .mnist --epochs 20
+#   4. the profile:        python benchmarks/gpu_profile.py --steps 5  (GPU time per kernel of an eager step and
+#      of a replay; the host's cProfile of eager steps)
+#   5. a full MNIST run:   python examples/mnist.py --device gpu --data-dir .mnist --epochs 20
 #      (per-epoch seconds and the final test accuracy; MNIST is expected in the git-ignored .mnist/).
 # Each part runs under `timeout` and its failure does not stop the others; the whole stays under
-# TOTAL_BUDGET seconds (default 345): parts 2 and 3 have caps, part 4 gets the time that is left.
+# TOTAL_BUDGET seconds (default 345): parts 2 to 4 have caps, part 5 gets the time that is left.
 # Full logs go to $LOG_DIR (default: $OUT when the device runner sets it, else a temporary folder).
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -21,6 +23,7 @@ PY="${PYTHON:-python}"
 TOTAL_BUDGET="${TOTAL_BUDGET:-345}"
 TESTS_CAP="${TESTS_CAP:-130}"
 BENCH_CAP="${BENCH_CAP:-90}"
+PROFILE_CAP="${PROFILE_CAP:-45}"
 LOG_DIR="${LOG_DIR:-${OUT:-$(mktemp -d)}}"
 mkdir -p "$LOG_DIR"
 START=$SECONDS
@@ -77,6 +80,10 @@ fi
 section "GPU benchmark: python benchmarks/gpu_bench.py --breakdown --variants"
 run bench "$BENCH_CAP" "$PY" benchmarks/gpu_bench.py --steps 100 --repeats 5 --breakdown --variants
 cat "$LOG_DIR/bench.log"
+
+section "profile: python benchmarks/gpu_profile.py --steps 5"
+run profile "$PROFILE_CAP" "$PY" benchmarks/gpu_profile.py --steps 5
+grep -v "UserWarning\|_warn_once" "$LOG_DIR/profile.log" | head -n 60
 
 section "MNIST: python examples/mnist.py --device gpu --data-dir .mnist --epochs 20"
 if [ ! -f examples/mnist.py ]; then

@@ -27,6 +27,7 @@ from minicnn.backend import require_gpu
 
 cp = require_gpu()
 
+from .dropout import threshold  # noqa: E402  (the mask's keep threshold, shared with the Numba kernel)
 from .im2col import out_size  # noqa: E402  (the shared output-size formula; pure Python)
 
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
@@ -308,7 +309,6 @@ def affine_warp(x, theta):
 # ---- dropout.cu ------------------------------------------------------------------------------------
 def dropout_apply(x, p, key):
     """x * mask(key), elementwise: the mask hashed from (key, index) on the device, never stored (dropout.cu)."""
-    from .dropout import threshold
     x = cp.ascontiguousarray(x)
     if x.dtype not in _SUFFIX:
         raise TypeError(f"dropout_apply (GPU): dtype {x.dtype} is not supported; use float32 or float64")
@@ -385,7 +385,6 @@ def _bn_sums(kernel, arrays, N, C, HW, S, threads, relu, drop=()):
 
 def _bn_dropout(p, key):
     """The kernels' last four arguments: (on, key, threshold, scale) of a dropout fused behind the batch norm."""
-    from .dropout import threshold
     if p > 0 and _capturing():
         frozen_scalars.append("dropout key")
     return (np.int32(p > 0), np.uint64(key), threshold(p), np.float64(1.0 / (1.0 - p)))

@@ -47,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, help="batch size (default: the recipe's, 128 for eip4)")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the recipe's, 0.003 for eip4)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="GPU: replay each training step's forward and backward from a CUDA graph recorded once "
+                        "(the same arithmetic and dropout masks as eager steps; minicnn/cuda_graph.py). "
+                        "Default: on with --device gpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="MNIST folder (default: $MINICNN_DATA or the user cache folder)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -92,7 +96,8 @@ def build(args, train, test):
         batch_schedule = optim.OneCycle(opt, recipe["lr"], steps)
     augment = recipe.get("augment_args") if recipe.get("augment") else None
     trainer = Trainer(model, opt, train, test, batch_size=recipe["batch_size"], seed=args.seed,
-                      epoch_schedule=epoch_schedule, batch_schedule=batch_schedule, augment=augment)
+                      epoch_schedule=epoch_schedule, batch_schedule=batch_schedule, augment=augment,
+                      cuda_graph=args.device == "gpu" and args.cuda_graph is not False)
     return trainer, recipe
 
 
@@ -103,10 +108,12 @@ def main(argv=None):
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     if args.device == "gpu":
         minicnn.backend.require_gpu()
+    elif args.cuda_graph:
+        raise SystemExit("--cuda-graph needs --device gpu (a CUDA graph is a recording of GPU launches)")
     resume_state = load_checkpoint(args.resume) if args.resume else None
     if resume_state is not None:  # the run's own settings win, so it ends where it would have
         for key, value in resume_state["args"].items():
-            if key not in ("resume", "device", "data_dir", "no_progress", "save", "threads"):
+            if key not in ("resume", "device", "cuda_graph", "data_dir", "no_progress", "save", "threads"):
                 setattr(args, key, value)
     args.save = args.save or (resume_state["args"]["save"] if resume_state else f"runs/{args.model}-seed{args.seed}{'-val' if args.validation else ''}.ckpt")
     best_path, history_path = side_paths(args.save)
@@ -124,7 +131,8 @@ def main(argv=None):
     trainer, recipe = build(args, train, test)
     summary(trainer.model, (1, 28, 28))
     split = "val" if args.validation else "test"
-    print(f"recipe: {json.dumps(recipe)}  device: {args.device}  seed: {args.seed}  "
+    mode = (" (CUDA graph)" if trainer.cuda_graph else " (eager)") if args.device == "gpu" else ""
+    print(f"recipe: {json.dumps(recipe)}  device: {args.device}{mode}  seed: {args.seed}  "
           f"train {len(train[0])} images, evaluated on {len(test[0])} {split} images")
     if resume_state is not None:
         trainer.load_state_dict(resume_state["trainer"])

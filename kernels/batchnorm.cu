@@ -215,26 +215,34 @@ __device__ void backward_impl(const T* __restrict__ gy, const T* __restrict__ x,
     }
 }
 
+/* The entry points' dropout arguments as one value. The key used is key + *key_offset: key_offset points to a
+   zero when the step runs eagerly, and to a slot the host rewrites before each replay of a CUDA graph
+   (minicnn/cuda_graph.py: a replay cannot change the key passed by value). Read only when dropout is on. */
+#define BN_DROPOUT BnDropout{drop, drop ? key + *key_offset : 0ULL, threshold, scale}
+
 #define MINICNN_BN_ENTRIES(T, SUFFIX)                                                                    \
 extern "C" __global__ void batch_norm_forward_sums_##SUFFIX(const T* x, double* partial,                  \
         int N, int C, int HW, int S, int relu)                                                            \
-{ forward_sums_impl<T>(x, partial, N, C, HW, S, relu); }                                                        \
+{ forward_sums_impl<T>(x, partial, N, C, HW, S, relu); }                                                \
 extern "C" __global__ void batch_norm_forward_##SUFFIX(const T* x, const double* partial, const T* gamma, \
         const T* beta, T* y, T* mean, T* var, T* invstd, T* running_mean, T* running_var,                 \
         int N, int C, int HW, int S, int update, int relu, double eps, double momentum,                   \
-        int drop, unsigned long long key, unsigned long long threshold, double scale)                     \
+        int drop, unsigned long long key, const unsigned long long* key_offset,                            \
+        unsigned long long threshold, double scale)                                                       \
 { forward_impl<T>(x, partial, gamma, beta, y, mean, var, invstd, running_mean, running_var,               \
-                  N, C, HW, S, update, relu, eps, momentum, BnDropout{drop, key, threshold, scale}); }                                                  \
+                  N, C, HW, S, update, relu, eps, momentum, BN_DROPOUT); }                              \
 extern "C" __global__ void batch_norm_backward_sums_##SUFFIX(const T* gy, const T* x, const T* mean,      \
         double* partial, int N, int C, int HW, int S, int relu,                                           \
-        int drop, unsigned long long key, unsigned long long threshold, double scale)                     \
-{ backward_sums_impl<T>(gy, x, mean, partial, N, C, HW, S, relu, BnDropout{drop, key, threshold, scale}); }                                             \
+        int drop, unsigned long long key, const unsigned long long* key_offset,                            \
+        unsigned long long threshold, double scale)                                                       \
+{ backward_sums_impl<T>(gy, x, mean, partial, N, C, HW, S, relu, BN_DROPOUT); }                         \
 extern "C" __global__ void batch_norm_backward_##SUFFIX(const T* gy, const T* x, const T* mean,           \
         const T* invstd, const T* gamma, const double* partial, T* gx, T* dgamma, T* dbeta,              \
         int N, int C, int HW, int S, int relu,                                                            \
-        int drop, unsigned long long key, unsigned long long threshold, double scale)                     \
+        int drop, unsigned long long key, const unsigned long long* key_offset,                            \
+        unsigned long long threshold, double scale)                                                       \
 { backward_impl<T>(gy, x, mean, invstd, gamma, partial, gx, dgamma, dbeta, N, C, HW, S, relu,             \
-                   BnDropout{drop, key, threshold, scale}); }
+                   BN_DROPOUT); }
 
 MINICNN_BN_ENTRIES(float, f32)
 MINICNN_BN_ENTRIES(double, f64)

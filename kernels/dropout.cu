@@ -2,7 +2,9 @@
 
 Notation:
     n      number of values (the activations or their gradient, flattened)
-    key    64-bit key drawn on the host once per dropout call (minicnn.random.draw_key)
+    key    64-bit key drawn on the host once per dropout call (minicnn.random.draw_key), plus the value
+           at `key_offset`: a pointer to a zero when the step runs eagerly; when a CUDA graph replays
+           the step, a slot the host rewrites with the step's key before each replay (minicnn/cuda_graph.py)
     T      keep threshold ceil(p * 2^24);   scale = 1 / (1 - p), already rounded to the type T_
 
     z       = key + (i + 1) * 0x9E3779B97F4A7C15   (all unsigned 64-bit, wrapping)
@@ -40,9 +42,11 @@ __device__ void dropout_apply_impl(const T_* __restrict__ x, T_* __restrict__ y,
 }
 
 extern "C" __global__ void dropout_apply_f32(const float* x, float* y, unsigned long long key,
-                                             unsigned long long T, float scale, long long n)
-{ dropout_apply_impl<float>(x, y, key, T, scale, n); }
+                                             const unsigned long long* key_offset, unsigned long long T,
+                                             float scale, long long n)
+{ dropout_apply_impl<float>(x, y, key + *key_offset, T, scale, n); }
 
 extern "C" __global__ void dropout_apply_f64(const double* x, double* y, unsigned long long key,
-                                             unsigned long long T, double scale, long long n)
-{ dropout_apply_impl<double>(x, y, key, T, scale, n); }
+                                             const unsigned long long* key_offset, unsigned long long T,
+                                             double scale, long long n)
+{ dropout_apply_impl<double>(x, y, key + *key_offset, T, scale, n); }

@@ -74,6 +74,13 @@ MAX_BLOCKS = 65536
 # list). The learning rate is frozen too, but it changes only when the caller's schedule changes it.
 frozen_scalars = []
 
+# Dropout keys change at every step, so dropout.cu and batchnorm.cu take the key as key + *key_offset. Eagerly,
+# key_offset points to _ZERO_KEY. While minicnn/cuda_graph.py captures a step it sets `key_slots` to an object
+# whose slot(key) returns a one-value device array, and the kernels get key 0 and that slot: the host writes
+# the step's keys into the slots before each replay, so replays draw fresh masks exactly as eager steps do.
+key_slots = None
+_ZERO_KEY = cp.zeros(1, dtype=np.uint64)
+
 
 def _capturing():
     """Is the current stream being captured into a CUDA graph? (Never the legacy default stream, ptr 0.)"""
@@ -313,12 +320,10 @@ def dropout_apply(x, p, key):
     if x.dtype not in _SUFFIX:
         raise TypeError(f"dropout_apply (GPU): dtype {x.dtype} is not supported; use float32 or float64")
     T = threshold(p)
-    if p > 0 and _capturing():
-        frozen_scalars.append("dropout key")
     y = cp.empty_like(x)
     if x.size:
         _launch(_function("dropout", "dropout_apply_" + _SUFFIX[x.dtype]), x.size,
-                (x, y, np.uint64(key), T, x.dtype.type(1.0 / (1.0 - p)), np.int64(x.size)))
+                (x, y) + _key_args(p, key) + (T, x.dtype.type(1.0 / (1.0 - p)), np.int64(x.size)))
     return y
 
 
@@ -383,11 +388,20 @@ def _bn_sums(kernel, arrays, N, C, HW, S, threads, relu, drop=()):
     return partial
 
 
-def _bn_dropout(p, key):
-    """The kernels' last four arguments: (on, key, threshold, scale) of a dropout fused behind the batch norm."""
+def _key_args(p, key):
+    """The kernel arguments (key, key_offset) of a dropout key: (key, a zero) eagerly; while a CUDA graph is
+    captured, (0, the key's slot) from `key_slots`, or the key frozen (listed in frozen_scalars) without them."""
     if p > 0 and _capturing():
+        if key_slots is not None:
+            return np.uint64(0), key_slots.slot(key)
         frozen_scalars.append("dropout key")
-    return (np.int32(p > 0), np.uint64(key), threshold(p), np.float64(1.0 / (1.0 - p)))
+    return np.uint64(key), _ZERO_KEY
+
+
+def _bn_dropout(p, key):
+    """The kernels' last five arguments: (on, key, key_offset, threshold, scale) of a dropout fused behind the
+    batch norm."""
+    return (np.int32(p > 0),) + _key_args(p, key) + (threshold(p), np.float64(1.0 / (1.0 - p)))
 
 
 def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1, relu=False,

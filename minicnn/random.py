@@ -8,6 +8,7 @@ import numpy as np
 
 _seed = 0
 _generator = None   # created from _seed on first use
+key_observer = None  # called as key_observer(generator, key) after every draw_key, when set (minicnn/cuda_graph.py)
 
 
 def manual_seed(seed):
@@ -29,7 +30,10 @@ def draw_key(generator):
     if not isinstance(generator, np.random.Generator):
         raise TypeError(f"dropout keys come from a numpy.random.Generator, got "
                         f"{type(generator).__module__}.{type(generator).__name__}")
-    return int(generator.integers(0, 1 << 64, dtype=np.uint64))
+    key = int(generator.integers(0, 1 << 64, dtype=np.uint64))
+    if key_observer is not None:
+        key_observer(generator, key)
+    return key
 
 
 def get_state():

@@ -118,7 +118,8 @@ def load_gpu_module(fake_cupy, name="minicnn.kernels._gpu_with_fake_cupy"):
 def host_cupy(raw_module):
     """NumPy dressed as the part of CuPy that gpu.py uses, with `raw_module` in place of cupy.RawModule."""
     return types.SimpleNamespace(ndarray=np.ndarray, ascontiguousarray=np.ascontiguousarray, empty=np.empty,
-                                 empty_like=np.empty_like, asarray=np.asarray, ones=np.ones, broadcast_to=np.broadcast_to,
+                                 empty_like=np.empty_like, asarray=np.asarray, ones=np.ones, zeros=np.zeros,
+                                 broadcast_to=np.broadcast_to,
                                  RawModule=raw_module, cuda=types.SimpleNamespace(get_current_stream=lambda: _NEVER_CAPTURING))
 
 
@@ -193,7 +194,8 @@ needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++, c++ or
 
 _C_SCALARS = {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64, "float": np.float32,
               "double": np.float64}
-_C_POINTEES = {"float": np.float32, "double": np.float64, "int": np.int32, "long long": np.int64}
+_C_POINTEES = {"float": np.float32, "double": np.float64, "int": np.int32, "long long": np.int64,
+               "unsigned long long": np.uint64}
 _CTYPES = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.uint64: ctypes.c_uint64, np.float32: ctypes.c_float,
            np.float64: ctypes.c_double}
 
@@ -367,6 +369,43 @@ def test_host_emulated_dropout_equals_the_cpu_mask_for_the_same_key(host_gpu, p,
         np.testing.assert_array_equal(y, cpu.dropout_apply(x, p, key))
         np.testing.assert_array_equal(host_gpu.dropout_mask(x.shape, p, key, dtype),
                                       cpu.dropout_mask(x.shape, p, key, dtype))
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_host_emulated_kernels_read_the_dropout_key_from_its_slot_while_captured(host_gpu, monkeypatch, dtype):
+    """While a CUDA graph is recorded (minicnn/cuda_graph.py), dropout.cu and batchnorm.cu get key 0 and a pointer
+    to the key's device slot, and use key + *key_offset: with a slot holding another key, the masks are that
+    key's. Without slots, the key passed by value is used and reported frozen."""
+    slot_key = 2 ** 63 + 12345
+
+    class Slots:
+        asked = []
+
+        def slot(self, key):
+            self.asked.append(key)
+            return np.array([slot_key], np.uint64)
+    monkeypatch.setattr(host_gpu, "_capturing", lambda: True)
+    monkeypatch.setattr(host_gpu, "key_slots", Slots())
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 1.5, 3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    np.testing.assert_array_equal(host_gpu.dropout_apply(x, 0.3, 7), cpu.dropout_apply(x, 0.3, slot_key))
+    got = host_gpu.batch_norm_forward(x, gamma, beta, 1e-3, relu=True, dropout_p=0.3, dropout_key=7)
+    want = cpu.batch_norm_forward(x, gamma, beta, 1e-3, relu=True, dropout_p=0.3, dropout_key=slot_key)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    mean, invstd = want[1], want[3]
+    got_back = host_gpu.batch_norm_backward(gy, x, mean, invstd, gamma, relu=True, dropout_p=0.3, dropout_key=7)
+    want_back = cpu.batch_norm_backward(gy, x, mean, invstd, gamma, relu=True, dropout_p=0.3, dropout_key=slot_key)
+    for a, b in zip(got_back, want_back):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert Slots.asked == [7, 7, 7]
+    monkeypatch.setattr(host_gpu, "key_slots", None)
+    host_gpu.frozen_scalars.clear()
+    np.testing.assert_array_equal(host_gpu.dropout_apply(x, 0.3, 7), cpu.dropout_apply(x, 0.3, 7))
+    assert host_gpu.frozen_scalars == ["dropout key"]
+    host_gpu.frozen_scalars.clear()
 
 
 @needs_cxx
@@ -1061,13 +1100,13 @@ def _train_step(model, opt):
 
 @gpu_test
 def test_gpu_training_step_replayed_from_a_cuda_graph_trains_like_eager_steps():
-    """eip4 without dropout, SGD with momentum at a constant rate: nothing frozen, so every replay of the captured
-    step must do what the same step run eagerly does. Both multiply with gemm.cu (matmul_route "gemm"), so the two
-    run the same kernels and only the replay mechanics differ. Checked: the loss of each replay, and how far each
-    parameter moved during the replays -- within 5% of the eager move (a replay that did not update, or used a
-    stale batch or gradient, is off by the whole move). An earlier version compared eager cuBLAS products with the
-    graph's gemm.cu parameter by parameter at TRAIN_BUFFER_ATOL; it failed once on an H200 with 2 of 144
-    first-layer weights 1.3e-3 apart after 7 steps at lr 0.01 (reordered sums, amplified), losses still equal."""
+    """eip4 without dropout, SGD with momentum at a constant rate, the whole step (update included) captured:
+    nothing is frozen, so every replay must do what the same step run eagerly does. Both multiply with gemm.cu
+    (matmul_route "gemm"), so the two run the same kernels and only the replay mechanics differ. Checked: the
+    loss of each replay, and how far each parameter moved during the replays -- within 5% of the eager move (a
+    replay that did not update, or used a stale batch or gradient, is off by the whole move). (An earlier
+    version compared eager cuBLAS products with the graph's gemm.cu at TRAIN_BUFFER_ATOL and failed once on an
+    H200: 2 of 144 first-layer weights 1.3e-3 apart after 7 steps at lr 0.01, losses still equal.)"""
     from minicnn.cuda_graph import CapturedStep
     g = kgpu()
     old = g.matmul_route
@@ -1076,20 +1115,22 @@ def test_gpu_training_step_replayed_from_a_cuda_graph_trains_like_eager_steps():
         (eager, opt_e), (graphed, opt_g) = _sgd_eip4_pair(0)
         rng = np.random.default_rng(5)
         batches = [(to_gpu(rng.random((32, 1, 28, 28), dtype=np.float32)), to_gpu(rng.integers(0, 10, 32)))
-                   for _ in range(6)]
+                   for _ in range(7)]
         eager_step = _train_step(eager, opt_e)
-        for _ in range(2):  # CapturedStep's warm-up runs the example batch twice for real: the same here
-            eager_step(*batches[0])
-        captured = CapturedStep(_train_step(graphed, opt_g), *batches[0], warmup=2, strict=True)
-        assert captured.frozen == []
+        captured = CapturedStep(_train_step(graphed, opt_g), warmup=2, strict=True)
+        for xb, yb in batches[:2]:  # the warm-up calls: eager steps on both sides
+            eager_step(xb, yb)
+            captured(xb, yb)
+        assert captured.graph is None
         start = {n: host(p.data).copy() for n, p in eager.named_parameters()}
         losses = {"eager": [], "graph": []}
-        for xb, yb in batches[1:]:
+        for xb, yb in batches[2:]:  # the first of these is recorded and launched, the others replayed
             losses["eager"].append(float(host(eager_step(xb, yb))))
             losses["graph"].append(float(host(captured(xb, yb))))
+        assert captured.graph is not None and captured.frozen == []
     finally:
         g.matmul_route = old
-    np.testing.assert_allclose(losses["graph"], losses["eager"], rtol=TRAIN_RTOL, err_msg="losses of 5 replays")
+    np.testing.assert_allclose(losses["graph"], losses["eager"], rtol=TRAIN_RTOL, err_msg="losses of 5 graph steps")
     for (n, a), (_, b) in zip(graphed.named_parameters(), eager.named_parameters()):
         moved_eager, moved_graph = host(b.data) - start[n], host(a.data) - start[n]
         assert np.linalg.norm(moved_eager) > 0, f"parameter {n} did not move in 5 eager steps"
@@ -1100,8 +1141,44 @@ def test_gpu_training_step_replayed_from_a_cuda_graph_trains_like_eager_steps():
 
 
 @gpu_test
-def test_cuda_graph_names_the_scalars_it_freezes():
-    """Dropout and Adam pass host scalars that a replay cannot change: listed in `frozen`, refused with strict."""
+def test_trainer_with_cuda_graph_trains_exactly_like_eager_training():
+    """The GPU default of examples/mnist.py: eip4 WITH dropout, Adam under a per-batch one-cycle schedule, random
+    affine augmentation; every full batch after the first replayed from a CUDA graph, Adam eager, the smaller
+    last batch of each epoch eager. The replays read their dropout keys from device slots written before each
+    replay (drawn from the same generator in the same order as eager steps) and run the same kernels, so after
+    two epochs the weights, batch-norm statistics, Adam's moments and the epochs' losses and accuracies equal
+    eager training's bit for bit. A replay with a frozen key or learning rate would differ."""
+    from minicnn import optim
+    from minicnn.models import AFFINE, eip4
+    from minicnn.training import Trainer
+    rng = np.random.default_rng(11)
+    x = to_gpu(rng.random((5 * 32 + 8, 1, 28, 28), dtype=np.float32))
+    y = to_gpu(rng.integers(0, 10, len(x)))
+    runs = []
+    for graph in (False, True):
+        minicnn.manual_seed(3)
+        model = eip4(dropout=0.1).to("gpu")
+        opt = optim.Adam(model.parameters(), lr=0.003)
+        trainer = Trainer(model, opt, (x, y), (x[:64], y[:64]), batch_size=32, seed=0, augment=AFFINE,
+                          batch_schedule=optim.OneCycle(opt, 0.003, 12), cuda_graph=graph)
+        records = [trainer.train_epoch(show_progress=False) for _ in range(2)]
+        runs.append((trainer, [{k: v for k, v in r.items() if k != "seconds"} for r in records]))
+    (eager, eager_records), (graphed, graph_records) = runs
+    assert eager._captured is None
+    assert graphed._captured.graph is not None and graphed._captured.calls == 10 and graphed._captured.frozen == []
+    assert graph_records == eager_records
+    for (n, a), (_, b) in zip(list(graphed.model.named_parameters()) + list(graphed.model.named_buffers()),
+                              list(eager.model.named_parameters()) + list(eager.model.named_buffers())):
+        np.testing.assert_array_equal(host(a.data), host(b.data), err_msg=n)
+    for name in ("m", "v"):
+        np.testing.assert_array_equal(host(getattr(graphed.optimizer, name)), host(getattr(eager.optimizer, name)))
+    assert graphed.optimizer.step_count == eager.optimizer.step_count == 12
+
+
+@gpu_test
+def test_cuda_graph_names_the_values_it_freezes():
+    """Adam's step count is passed by value: captured with the update inside, it is listed in `frozen` (the
+    dropout keys are not: they come from device slots), and strict=True refuses such a step."""
     from minicnn import optim
     from minicnn.cuda_graph import CapturedStep
     from minicnn.models import eip4
@@ -1109,11 +1186,13 @@ def test_cuda_graph_names_the_scalars_it_freezes():
     model = eip4(dropout=0.1).to("gpu")
     opt = optim.Adam(model.parameters(), lr=1e-3)
     x, y = to_gpu(np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)), to_gpu(np.arange(16) % 10)
-    captured = CapturedStep(_train_step(model, opt), x, y, warmup=1)
-    assert captured.frozen == ["Adam step count", "dropout key"]
-    assert np.isfinite(float(host(captured(x, y))))
-    with pytest.raises(RuntimeError, match="dropout key"):
-        CapturedStep(_train_step(model, opt), x, y, warmup=1, strict=True)
+    captured = CapturedStep(_train_step(model, opt), warmup=1)
+    for _ in range(3):
+        loss = captured(x, y)
+    assert captured.frozen == ["Adam step count"]
+    assert np.isfinite(float(host(loss)))
+    with pytest.raises(RuntimeError, match="Adam step count"):
+        CapturedStep(_train_step(model, opt), warmup=0, strict=True)(x, y)
 
 
 # ---- devices -------------------------------------------------------------------------------------------

@@ -234,6 +234,16 @@ def test_dropout_keys_come_from_a_numpy_generator():
         mrandom.draw_key(object())
 
 
+def test_key_observer_sees_every_draw_with_its_generator(monkeypatch):
+    """minicnn/cuda_graph.py watches the draws of a recorded step through key_observer, to redraw them per replay."""
+    seen = []
+    monkeypatch.setattr(mrandom, "key_observer", lambda g, k: seen.append((g, k)))
+    g1, g2 = np.random.default_rng(1), np.random.default_rng(2)
+    keys = [mrandom.draw_key(g1), mrandom.draw_key(g2), mrandom.draw_key(g1)]
+    assert seen == [(g1, keys[0]), (g2, keys[1]), (g1, keys[2])]
+    assert keys[2] != keys[0]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("relu, p", [(True, 0.0), (False, 0.3), (True, 0.1)])
 def test_batch_norm_with_relu_and_dropout_fused_equals_the_layers_apart_bit_for_bit(dtype, relu, p, rng):

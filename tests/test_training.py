@@ -203,3 +203,13 @@ def test_example_augment_switches_eip4_to_its_augmented_recipe(example):
     assert augmented.epoch_schedule is None and augmented.augment is not None
     _, recipe = example.build(example.parse_args(["--augment", "--lr", "0.005"]), data, data)
     assert recipe["lr"] == 0.005
+
+
+def test_cuda_graph_training_on_the_cpu_is_a_clear_error(subset, example):
+    """A CUDA graph records GPU launches: asked for with data on the CPU, the Trainer and the example refuse."""
+    train, test = subset
+    model = eip4()
+    with pytest.raises(ValueError, match="cuda_graph=True needs the data and the model on the GPU"):
+        Trainer(model, optim.Adam(model.parameters()), train, test, cuda_graph=True)
+    with pytest.raises(SystemExit, match="--cuda-graph needs --device gpu"):
+        example.main(["--cuda-graph", "--epochs", "1"])

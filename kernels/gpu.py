@@ -392,8 +392,9 @@ def _key_args(p, key):
     """The kernel arguments (key, key_offset) of a dropout key: (key, a zero) eagerly; while a CUDA graph is
     captured, (0, the key's slot) from `key_slots`, or the key frozen (listed in frozen_scalars) without them."""
     if p > 0 and _capturing():
-        if key_slots is not None:
-            return np.uint64(0), key_slots.slot(key)
+        slot = key_slots.slot(key) if key_slots is not None else None
+        if slot is not None:
+            return np.uint64(0), slot
         frozen_scalars.append("dropout key")
     return np.uint64(key), _ZERO_KEY
 

@@ -60,12 +60,17 @@ class Conv2d(Function):
         """A kernel as large as the unpadded image, one group: one output pixel, a fully connected layer."""
         return (KH, KW) == (H, W) and self.PH == self.PW == 0 and self.DH == self.DW == 1 and self.G == 1
 
+    _geom = None
+
     def _geometry(self):
-        N, C, H, W = self.x.shape
-        OC, Cg, KH, KW = self.w.shape
-        OH = conv_output_size(H, KH, self.SH, self.PH, self.DH)
-        OW = conv_output_size(W, KW, self.SW, self.PW, self.DW)
-        return N, C, H, W, OC, Cg, KH, KW, OH, OW
+        """(N, C, H, W, OC, Cg, KH, KW, OH, OW) of this call (worked out once: forward and backward ask often)."""
+        if self._geom is None:
+            N, C, H, W = self.x.shape
+            OC, Cg, KH, KW = self.w.shape
+            OH = conv_output_size(H, KH, self.SH, self.PH, self.DH)
+            OW = conv_output_size(W, KW, self.SW, self.PW, self.DW)
+            self._geom = N, C, H, W, OC, Cg, KH, KW, OH, OW
+        return self._geom
 
     def _grid_width(self, K):
         """WG: the padded input width on the wide grid (stride 1, where the backend has it), else OW."""
@@ -75,7 +80,7 @@ class Conv2d(Function):
     def _columns(self, K, n0, n1, WG):
         """The column matrix of images n0..n1-1 on a grid of width WG, as G matrices (C/G*KH*KW, (n1-n0)*OH*WG)."""
         N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
-        x = self.x[n0:n1]
+        x = self.x if (n0, n1) == (0, N) else self.x[n0:n1]
         if WG == OW:
             col = K.im2col(x, KH, KW, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW)
         else:
@@ -177,7 +182,7 @@ class Conv2d(Function):
             nonlocal gx, gb
             m = n1 - n0
             if WG == OW:
-                gy_grid = xp.ascontiguousarray(gy[n0:n1].transpose(1, 0, 2, 3))
+                gy_grid = xp.ascontiguousarray((gy if whole else gy[n0:n1]).transpose(1, 0, 2, 3))
             else:
                 gy_grid = xp.zeros((OC, m, OH, WG), dtype=gy.dtype)
                 gy_grid[..., :OW] = gy[n0:n1].transpose(1, 0, 2, 3)   # the wide grid's garbage outputs: gradient 0

@@ -284,15 +284,22 @@ def _pool_checks(op, KH, KW, SH, SW, PH, PW):
 def max_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
     """x (N, C, H, W) -> (y (N, C, OH, OW), argmax int32 (N, C, OH, OW)); first maximum in row-major window order."""
     x = _float_array(x, "x", "max_pool2d_forward", 4)
-    _pool_checks("max_pool2d_forward", KH, KW, SH, SW, PH, PW)
+    ints = (KH, KW, SH, SW, PH, PW)
+    shape, launch = _plan(("max pool forward", x.shape, x.dtype, ints, tuple(map(type, ints))),
+                          lambda: _pool_forward_plan("max_pool2d_forward", x, *ints))
+    y = cp.empty(shape, dtype=x.dtype)
+    argmax = cp.empty(shape, dtype=np.int32)
+    _run(launch, (x, y, argmax))
+    return y, argmax
+
+
+def _pool_forward_plan(op, x, KH, KW, SH, SW, PH, PW):
+    _pool_checks(op, KH, KW, SH, SW, PH, PW)
     N, C, H, W = x.shape
     OH, OW = out_size(H, KH, SH, PH), out_size(W, KW, SW, PW)
-    _output_size("max_pool2d_forward", H, W, OH, OW, f"KH={KH}, KW={KW}, SH={SH}, SW={SW}, PH={PH}, PW={PW}")
-    y = cp.empty((N, C, OH, OW), dtype=x.dtype)
-    argmax = cp.empty((N, C, OH, OW), dtype=np.int32)
-    _launch(_function("pool", "max_pool2d_forward_" + _SUFFIX[x.dtype]), y.size,
-            (x, y, argmax) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
-    return y, argmax
+    _output_size(op, H, W, OH, OW, f"KH={KH}, KW={KW}, SH={SH}, SW={SW}, PH={PH}, PW={PW}")
+    return (N, C, OH, OW), _grid_stride("pool", op + "_" + _SUFFIX[x.dtype], N * C * OH * OW,
+                                        _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
 
 
 def max_pool2d_backward(gy, argmax, H, W, KH, KW, SH, SW, PH=0, PW=0):
@@ -306,6 +313,16 @@ def max_pool2d_backward(gy, argmax, H, W, KH, KW, SH, SW, PH=0, PW=0):
     if tuple(argmax.shape) != tuple(gy.shape):
         raise ValueError(f"max_pool2d_backward (GPU): argmax has shape {tuple(argmax.shape)} "
                          f"but gy has shape {tuple(gy.shape)}")
+    ints = (H, W, KH, KW, SH, SW, PH, PW)
+    shape, launch = _plan(("max pool backward", gy.shape, gy.dtype, ints, tuple(map(type, ints))),
+                          lambda: _max_pool_backward_plan(gy, *ints))
+    plain = cp.ascontiguousarray(argmax.astype(np.int32, copy=False))
+    gx = cp.empty(shape, dtype=gy.dtype)
+    _run(launch, (gy, plain, gx))
+    return gx
+
+
+def _max_pool_backward_plan(gy, H, W, KH, KW, SH, SW, PH, PW):
     _check_ints("max_pool2d_backward", positive=(("H", H), ("W", W)))
     _pool_checks("max_pool2d_backward", KH, KW, SH, SW, PH, PW)
     N, C, OH, OW = gy.shape
@@ -313,11 +330,8 @@ def max_pool2d_backward(gy, argmax, H, W, KH, KW, SH, SW, PH=0, PW=0):
         raise ValueError(f"max_pool2d_backward (GPU): a {KH}x{KW} window with stride {SH}x{SW} and padding "
                          f"{PH}x{PW} over {H}x{W} gives {out_size(H, KH, SH, PH)}x{out_size(W, KW, SW, PW)} "
                          f"outputs, but gy is {OH}x{OW}")
-    plain = cp.ascontiguousarray(argmax.astype(np.int32, copy=False))
-    gx = cp.empty((N, C, H, W), dtype=gy.dtype)
-    _launch(_function("pool", "max_pool2d_backward_" + _SUFFIX[gy.dtype]), gx.size,
-            (gy, plain, gx) + _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
-    return gx
+    return (N, C, H, W), _grid_stride("pool", "max_pool2d_backward_" + _SUFFIX[gy.dtype], N * C * H * W,
+                                      _ints(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW))
 
 
 def avg_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):

@@ -54,24 +54,27 @@ class Function:
     freed = False
 
     def __call__(self, *inputs):
-        from .tensor import Tensor, as_tensor
-
-        tensors = [x for x in inputs if isinstance(x, Tensor)]
-        like = tensors[0] if tensors else None
-        args = [x if isinstance(x, Tensor) else as_tensor(x, like=like) for x in inputs]
-        devices = [device_of(t.data) for t in args]
-        if len(set(devices)) > 1:
-            listed = ", ".join(f"input {i} on {d}" for i, d in enumerate(devices))
-            raise RuntimeError(
-                f"{type(self).__name__}: expected all tensors on the same device, got {listed}; "
-                "move them with .to('cpu') or .to('gpu') first")
-        out = self.forward(*[t.data for t in args])
+        Tensor = _tensor_module().Tensor
+        if all(isinstance(x, Tensor) for x in inputs):  # the usual case, every step of training: no conversions
+            args = inputs
+        else:
+            like = next((x for x in inputs if isinstance(x, Tensor)), None)
+            args = tuple(x if isinstance(x, Tensor) else _tensor_module().as_tensor(x, like=like) for x in inputs)
+        arrays = [t.data for t in args]
+        if len({type(a) for a in arrays}) > 1:  # array types differ: maybe devices too
+            devices = [device_of(a) for a in arrays]
+            if len(set(devices)) > 1:
+                listed = ", ".join(f"input {i} on {d}" for i, d in enumerate(devices))
+                raise RuntimeError(
+                    f"{type(self).__name__}: expected all tensors on the same device, got {listed}; "
+                    "move them with .to('cpu') or .to('gpu') first")
+        out = self.forward(*arrays)
         if isinstance(out, np.generic):  # a full reduction gives a NumPy scalar: keep its dtype (float64 stays float64)
             out = np.asarray(out)
         needs = tuple(t.requires_grad for t in args)
-        result = Tensor(out, requires_grad=_grad_enabled and any(needs))
+        result = Tensor._wrap(out, _grad_enabled and any(needs))
         if result.requires_grad:
-            self.inputs = tuple(args)
+            self.inputs = args
             self.needs_input_grad = needs
             result._ctx = self
         return result
@@ -84,12 +87,25 @@ class Function:
 
     def release(self):
         """Drop the inputs and everything saved for backward: the graph through this node is freed."""
-        self.inputs = None
+        needs = self.__dict__.get("needs_input_grad")
+        self.__dict__.clear()
         self.freed = True
-        for name in list(vars(self)):
-            if name not in ("freed", "needs_input_grad"):
-                delattr(self, name)
         self.inputs = None
+        if needs is not None:
+            self.needs_input_grad = needs
+
+
+_tensor = None
+
+
+def _tensor_module():
+    """minicnn.tensor, imported on first use (it imports this module)."""
+    global _tensor
+    if _tensor is None:
+        import sys
+        from . import tensor  # noqa: F401  (the package exports a function of that name: take the module itself)
+        _tensor = sys.modules[__package__ + ".tensor"]
+    return _tensor
 
 
 def backward(root, grad=None, retain_graph=False):
@@ -128,7 +144,8 @@ def backward(root, grad=None, retain_graph=False):
         for inp, gx, need in zip(ctx.inputs, gxs, ctx.needs_input_grad):
             if not need or gx is None:
                 continue
-            gx = sum_to(gx, inp.shape)
+            if gx.shape != inp.data.shape:
+                gx = sum_to(gx, inp.data.shape)
             key = id(inp)
             grads[key] = grads[key] + gx if key in grads else gx
         if not retain_graph:

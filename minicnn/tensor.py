@@ -36,8 +36,17 @@ class Tensor:
         self._ctx = None
         self._retains_grad = False
 
+    @classmethod
+    def _wrap(cls, data, requires_grad):
+        """A tensor around the array an operation just returned: no conversion, only the float check."""
+        if requires_grad and data.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(f"only floating-point tensors can require grad, got dtype {data.dtype}")
+        t = object.__new__(cls)
+        t.data, t.requires_grad, t.grad, t._ctx, t._retains_grad = data, requires_grad, None, None, False
+        return t
+
     # ---- array facts -------------------------------------------------------------------------
-    shape = property(lambda self: tuple(self.data.shape))
+    shape = property(lambda self: self.data.shape)  # a tuple already, for NumPy and CuPy arrays
     ndim = property(lambda self: self.data.ndim)
     dtype = property(lambda self: self.data.dtype)
     size = property(lambda self: int(self.data.size))

@@ -3,6 +3,8 @@
 
 def pair(value, name):
     """An int or a pair of ints -> (a, b); anything else is a TypeError naming the argument."""
+    if type(value) is int:  # the usual case first (bool, a subclass of int, is refused below)
+        return value, value
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):

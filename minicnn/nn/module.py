@@ -163,17 +163,30 @@ class Sequential(Module):
     fuse = True
 
     def forward(self, x):
+        for layer, fused in self._steps():
+            x = layer(x, **fused) if fused else layer(x)
+        return x
+
+    _plan = (None, None)
+
+    def _steps(self):
+        """[(layer, keyword arguments)] to run in order: a fused run [ReLU] BatchNorm2d [Dropout] is its batch norm
+        with relu=... and dropout=... Worked out again only when the layers, their modes or `fuse` change."""
         layers = self.children()
-        i = 0
+        key = (self.fuse, tuple(map(id, layers)), tuple(m.training for m in layers))
+        if self._plan[0] == key:
+            return self._plan[1]
+        steps, i = [], 0
         while i < len(layers):
             relu, bn, drop = _fusable(layers, i) if self.fuse else (False, None, None)
             if bn is None:
-                x = layers[i](x)
+                steps.append((layers[i], None))
                 i += 1
             else:
-                x = bn(x, relu=relu, dropout=drop)
+                steps.append((bn, dict(relu=relu, dropout=drop)))
                 i += relu + 1 + (drop is not None)
-        return x
+        object.__setattr__(self, "_plan", (key, steps))
+        return steps
 
 
 def _fusable(layers, i):

@@ -34,7 +34,8 @@ __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
            "accumulate_grads", "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "cross_entropy_forward",
            "cross_entropy_backward", "matmul", "gemm", "sum_rows", "batch_chunks", "map_chunks",
-           "cuda_source", "compile_all", "wide_columns", "keep_columns", "direct_conv"]
+           "cuda_source", "compile_all", "wide_columns", "keep_columns", "direct_conv",
+           "weight_grad_columns_first"]
 
 # The wide grid of kernels/im2col.py is a CPU trick (long contiguous copies instead of short rows): im2col.cu
 # runs one thread per entry, where row length does not matter, and the wide grid would only add garbage
@@ -43,6 +44,9 @@ wide_columns = False
 keep_columns = True  # forward's column matrix is kept for backward: one launch and one pass less
 # kernels/conv_direct.py's register tile is a CPU answer to BLAS on skinny products; the GPU runs im2col + gemm.cu.
 direct_conv = False
+# The weight gradient as gy @ col^T, which gemm.cu writes in the weight's own layout (the CPU's BLAS prefers
+# (col @ gy^T)^T, whose transposed result then costs a copy here: one launch per layer and step).
+weight_grad_columns_first = False
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -611,7 +615,9 @@ def cross_entropy_backward(p, t, gy, divisor):
     p = _float_array(p, "p", "cross_entropy_backward", 2)
     N, K = p.shape
     t = _labels(t, N, "cross_entropy_backward")
-    gy = cp.ascontiguousarray(cp.asarray(gy, dtype=p.dtype)).reshape(-1)
+    if not isinstance(gy, cp.ndarray) or gy.dtype != p.dtype:
+        gy = cp.asarray(gy, dtype=p.dtype)
+    gy = cp.ascontiguousarray(gy).reshape(-1)
     if gy.size not in (1, N):
         raise ValueError(f"cross_entropy_backward (GPU): gy must hold 1 or {N} values, got {gy.size}")
     gx = cp.empty_like(p)

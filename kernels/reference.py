@@ -13,3 +13,4 @@ from .parallel import whole_batch as batch_chunks, in_order as map_chunks  # noq
 wide_columns = False  # the classic column matrix only: the baseline the wide grid is measured against
 keep_columns = False  # the plain baseline recomputes them too
 direct_conv = False   # im2col + GEMM always
+weight_grad_columns_first = True  # as cpu.py

@@ -286,6 +286,23 @@ def test_cpu_convolution_uses_the_wide_grid_exactly_for_stride_1(stride, padding
     np.testing.assert_allclose(gw, rgw, rtol=RTOL_F64, atol=ATOL_F64)
 
 
+@pytest.mark.parametrize("columns_first", [True, False])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_weight_gradient_in_either_product_orientation_matches_the_definition(columns_first, groups, monkeypatch,
+                                                                             rng):
+    """A backend picks the weight gradient's product: (col @ gy^T)^T (the CPU's) or gy @ col^T (the GPU's,
+    weight_grad_columns_first = False); both give the definition's gradient, groups and the wide grid included."""
+    from minicnn.backend import kernels_for
+    monkeypatch.setattr(kernels_for(np.zeros(1)), "weight_grad_columns_first", columns_first)
+    monkeypatch.setattr(kernels_for(np.zeros(1)), "direct_conv", False)
+    x, w = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((6, 4 // groups, 3, 2))
+    kw = dict(stride=1, padding=1, dilation=(1, 1), groups=groups)
+    y, gy, gx, gw, _ = run_conv(x, w, None, kw)
+    rgx, rgw, _ = reference_grads(x, w, gy, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=groups)
+    np.testing.assert_allclose(gw, rgw, rtol=RTOL_F64, atol=ATOL_F64)
+    np.testing.assert_allclose(gx, rgx, rtol=RTOL_F64, atol=ATOL_F64)
+
+
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_kernel_as_large_as_the_image_is_one_matrix_product_and_matches_the_definition(bias, stride, monkeypatch,

@@ -137,6 +137,7 @@ def test_gpu_backend_has_the_cpu_contract():
     host = load_gpu_module(host_cupy(raw_module=None))
     assert isinstance(host.wide_columns, bool) and cpu.wide_columns is True
     assert isinstance(host.keep_columns, bool) and cpu.keep_columns is False
+    assert isinstance(host.weight_grad_columns_first, bool) and cpu.weight_grad_columns_first is True
     assert isinstance(host.direct_conv, bool) and cpu.direct_conv is True
     for name in contract_names():
         if (name in WIDE_GRID and not host.wide_columns) or (name in DIRECT and not host.direct_conv):

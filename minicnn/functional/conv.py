@@ -191,10 +191,13 @@ class Conv2d(Function):
             if need_b and whole:  # rows of gy_mat are contiguous: on the GPU a cheaper sum than gy's over (0, 2, 3)
                 gb = K.sum_rows(gy_mat.reshape(OC, m * OH * WG))
             if need_w:
-                # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of
-                # the skinny product about twice as fast (benchmarks/README.md)
                 col = self.col if self.col is not None else self._columns(K, n0, n1, WG)
-                part_w = K.matmul(col, gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2)
+                if K.weight_grad_columns_first:
+                    # (col @ gy^T)^T rather than gy @ col^T: the same numbers, but BLAS runs this orientation of
+                    # the skinny product about twice as fast (benchmarks/README.md)
+                    part_w = K.matmul(col, gy_mat.swapaxes(-1, -2)).swapaxes(-1, -2)
+                else:  # gy @ col^T: the result in the weight's layout, no copy after (the GPU's choice)
+                    part_w = K.matmul(gy_mat, col.swapaxes(-1, -2))
             if need_x:
                 gcol = K.matmul(wg.swapaxes(-1, -2), gy_mat).reshape(C, KH, KW, m, OH, WG)
                 if whole:

@@ -30,7 +30,8 @@ def cross_entropy(logits, target, reduction="mean"):
     """
     t = target.data if isinstance(target, Tensor) else target  # a raw array's .data is a memoryview / pointer
     xp = get_array_module(t)
-    t = xp.asarray(t)
+    if not isinstance(t, xp.ndarray):
+        t = xp.asarray(t)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy expects logits of shape (N, K), got shape {tuple(logits.shape)}")
     if t.ndim != 1 or t.shape[0] != logits.shape[0]:

@@ -234,6 +234,13 @@ def test_dropout_keys_come_from_a_numpy_generator():
         mrandom.draw_key(object())
 
 
+def test_dropout_keys_are_the_full_range_integers_of_the_generator():
+    """draw_key takes the raw 64-bit output, which is what generator.integers(0, 2**64, uint64) returns: the keys
+    (and so every dropout mask and checkpoint) stay those of the documented call."""
+    g1, g2 = np.random.default_rng(7), np.random.default_rng(7)
+    assert [mrandom.draw_key(g1) for _ in range(200)] == [int(g2.integers(0, 1 << 64, dtype=np.uint64)) for _ in range(200)]
+
+
 def test_key_observer_sees_every_draw_with_its_generator(monkeypatch):
     """minicnn/cuda_graph.py watches the draws of a recorded step through key_observer, to redraw them per replay."""
     seen = []

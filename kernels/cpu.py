@@ -8,7 +8,7 @@ from .cross_entropy import cross_entropy_forward, cross_entropy_backward  # noqa
 from .optim import adam_update, sgd_update, accumulate_grads  # noqa: F401
 from .batchnorm import batch_norm_forward, batch_norm_backward  # noqa: F401
 from .parallel import batch_chunks, map_chunks  # noqa: F401
-from .gemm import matmul, sum_rows  # noqa: F401
+from .gemm import matmul, sum_leading, sum_rows  # noqa: F401
 from .conv_direct import conv2d_direct, fits as conv2d_direct_fits  # noqa: F401
 
 wide_columns = True   # stride-1 convolutions use im2col_wide / col2im_wide (kernels/im2col.py)

@@ -21,6 +21,12 @@ def sum_rows(a):
     return np.sum(a, axis=-1)
 
 
+def sum_leading(a):
+    """The sum over the first axis of an array (B, ...) -> (...): products batched over images, added into one
+    (a convolution's weight gradient). gemm.cu's gemm_sum_slices on the GPU, adding b = 0, 1, ... in order."""
+    return np.sum(a, axis=0)
+
+
 def matmul_reference(a, b):
     """The definition, for the tests: C[..., i, j] = sum_k A[..., i, k] * B[..., k, j], in float64 loops over k."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

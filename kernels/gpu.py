@@ -33,7 +33,7 @@ from .im2col import out_size  # noqa: E402  (the shared output-size formula; pur
 __all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
            "accumulate_grads", "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "cross_entropy_forward",
-           "cross_entropy_backward", "matmul", "gemm", "sum_rows", "batch_chunks", "map_chunks",
+           "cross_entropy_backward", "matmul", "gemm", "sum_rows", "sum_leading", "batch_chunks", "map_chunks",
            "cuda_source", "compile_all", "wide_columns", "keep_columns", "direct_conv",
            "weight_grad_columns_first"]
 
@@ -749,6 +749,29 @@ def gemm(a, b):
     c = cp.empty(plan["result"], dtype=a.dtype)
     fn(grid, (THREADS,), (out, c) + scalars)
     return c
+
+
+def sum_leading(a):
+    """The sum over the first axis of a CuPy array (B, ...) -> (...), adding b = 0, 1, ... in order: gemm.cu's
+    gemm_sum_slices with the B sub-arrays as its slices (one thread per output value)."""
+    a = cp.ascontiguousarray(a)
+    if a.dtype not in _SUFFIX or a.ndim < 1:
+        raise ValueError(f"sum_leading (GPU): a must be a float32/float64 array of at least 1 dimension, "
+                         f"got dtype {a.dtype} and shape {tuple(a.shape)}")
+    shape, launch = _plan(("sum leading", a.shape, a.dtype), lambda: _sum_leading_plan(a))
+    out = cp.empty(shape, dtype=a.dtype)
+    if a.shape[0] == 0:
+        out.fill(0)
+    else:
+        _run(launch, (a, out))
+    return out
+
+
+def _sum_leading_plan(a):
+    B, shape = a.shape[0], a.shape[1:]
+    MN = math.prod(shape)
+    return shape, _grid_stride("gemm", "gemm_sum_slices_" + _SUFFIX[a.dtype], MN if B else 0,
+                               (np.int64(MN), np.int32(B), np.int64(MN)))
 
 
 SUM_MAX_THREADS = 256  # gemm.cu's shared array for sum_rows

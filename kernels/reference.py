@@ -6,7 +6,8 @@ the other kernels are the Numba ones. The whole batch is one chunk: one im2col, 
 """
 from .cpu import (max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,  # noqa: F401
                   affine_warp, dropout_apply, dropout_mask, relu_forward, relu_backward, adam_update, sgd_update, accumulate_grads,
-                  batch_norm_forward, batch_norm_backward, cross_entropy_forward, cross_entropy_backward, matmul, sum_rows)
+                  batch_norm_forward, batch_norm_backward, cross_entropy_forward, cross_entropy_backward, matmul,
+                  sum_leading, sum_rows)
 from .im2col import im2col_numpy as im2col, col2im_numpy as col2im  # noqa: F401
 from .parallel import whole_batch as batch_chunks, in_order as map_chunks  # noqa: F401
 

@@ -1037,6 +1037,24 @@ def _strided_like(a_host, a_gpu):
 
 @needs_cxx
 @HOST_SETTINGS
+@given(st.integers(0, 6), st.lists(st.integers(1, 5), min_size=0, max_size=2), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2 ** 31 - 1))
+def test_host_emulated_sum_leading_adds_the_first_axis_in_order(host_gpu, B, rest, dtype, seed):
+    """gemm_sum_slices as sum_leading: a[0] + a[1] + ... in that order, bit for bit; no sub-array gives zeros."""
+    a = np.random.default_rng(seed).standard_normal([B] + rest).astype(dtype)
+    got = host_gpu.sum_leading(a)
+    want = np.zeros(tuple(rest), dtype)
+    if B:
+        want = a[0].copy()
+        for b in a[1:]:
+            want = want + b
+    assert got.dtype == dtype and got.shape == tuple(rest)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(cpu.sum_leading(a), want, rtol=1e-5)
+
+
+@needs_cxx
+@HOST_SETTINGS
 @given(st.integers(1, 5), st.integers(0, 40), st.sampled_from([3, 4, 8]), st.sampled_from([np.float32, np.float64]),
        st.integers(0, 2 ** 31 - 1))
 def test_host_emulated_sum_rows_equals_numpy(host_gpu, R, L, threads, dtype, seed):

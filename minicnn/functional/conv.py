@@ -155,18 +155,19 @@ class Conv2d(Function):
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         gx = gw = gb = None
-        if self._is_pointwise(KH, KW):
-            gb = gy.sum(axis=(0, 2, 3)) if need_b else None
+        if self._is_pointwise(KH, KW):  # sums over the images by the backend (sum_rows, sum_leading: one launch each)
+            gy = xp.ascontiguousarray(gy)
+            gb = K.sum_leading(K.sum_rows(gy.reshape(N * OC, H * W)).reshape(N, OC)) if need_b else None
             gyg = gy.reshape(N, G, OC // G, H * W)
             if need_w:
                 xg = self.x.reshape(N, G, Cg, H * W)
-                gw = K.matmul(gyg, xg.swapaxes(-1, -2)).sum(axis=0).reshape(self.w.shape)
+                gw = K.sum_leading(K.matmul(gyg, xg.swapaxes(-1, -2))).reshape(self.w.shape)
             if need_x:
                 gx = K.matmul(wg.swapaxes(-1, -2), gyg).reshape(N, C, H, W)
             return gx, gw, gb
         if self._is_whole_image(H, W, KH, KW):
             gy2 = gy.reshape(N, OC)
-            gb = gy2.sum(axis=0) if need_b else None
+            gb = K.sum_leading(gy2) if need_b else None
             gw = K.matmul(gy2.T, self.x.reshape(N, C * H * W)).reshape(self.w.shape) if need_w else None
             gx = K.matmul(gy2, self.w.reshape(OC, C * H * W)).reshape(N, C, H, W) if need_x else None
             return gx, gw, gb

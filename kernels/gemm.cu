@@ -13,6 +13,8 @@ Notation:
     S, KS   split-K: the sum over k is cut into S slices of KS values (KS a multiple of TILE);
             slice s writes its own partial product Cp[b, s] = A[b, :, sKS:(s+1)KS] @ B[b, sKS:(s+1)KS, :],
             and gemm_sum_slices adds the S partial products in slice order (so the result is repeatable)
+    bias    optional (has_bias): bias[i] is added to row i of every product, once, to the finished sum
+            (by gemm itself when S == 1, else by gemm_sum_slices): a convolution's bias, with no launch of its own
 
     Cp[(b*S + s)*M*N + i*N + j] = sum over k in slice s of A[b*sAb + i*sAm + k*sAk] * B[b*sBb + k*sBk + j*sBn]
 
@@ -36,7 +38,7 @@ Self-contained on purpose (no #include): NVRTC (CuPy) and nvcc compile exactly t
 
 template <typename T>
 __device__ void gemm_impl(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ Cp,
-                          int batch, int M, int N, int K, int S, int KS,
+                          const T* __restrict__ bias, int has_bias, int batch, int M, int N, int K, int S, int KS,
                           long long sAb, long long sAm, long long sAk, long long sBb, long long sBk, long long sBn)
 {
     __shared__ T As[TILE][TILE + 1];   /* +1: a warp writing a column of a tile hits 16 different banks */
@@ -74,14 +76,15 @@ __device__ void gemm_impl(const T* __restrict__ A, const T* __restrict__ B, T* _
                 acc += As[ty][q] * Bs[q][tx];
             __syncthreads();
         }
-        if (i < M && j < N)
-            Cp[((b * S + s) * M + i) * N + j] = acc;
+        if (i < M && j < N)   /* with one slice (S == 1) the sum is complete: the row's bias goes on here */
+            Cp[((b * S + s) * M + i) * N + j] = (has_bias && S == 1) ? acc + bias[i] : acc;
     }
 }
 
 /* C[b, :, :] = sum over s = 0..S-1, in that order, of Cp[b, s, :, :]: one thread per value of C (MN = M*N). */
 template <typename T>
-__device__ void sum_slices_impl(const T* __restrict__ Cp, T* __restrict__ Cm, long long MN, int S, long long total)
+__device__ void sum_slices_impl(const T* __restrict__ Cp, T* __restrict__ Cm, const T* __restrict__ bias,
+                                int has_bias, long long MN, long long N, int S, long long total)
 {
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
@@ -90,7 +93,7 @@ __device__ void sum_slices_impl(const T* __restrict__ Cp, T* __restrict__ Cm, lo
         T acc = p[0];
         for (int s = 1; s < S; ++s)
             acc += p[s * MN];
-        Cm[i] = acc;
+        Cm[i] = has_bias ? acc + bias[r / N] : acc;   /* the bias of row r / N, onto the finished sum */
     }
 }
 
@@ -124,12 +127,13 @@ __device__ void sum_rows_impl(const T* __restrict__ A, T* __restrict__ out, int 
 }
 
 #define MINICNN_GEMM_ENTRIES(T, SUFFIX)                                                              \
-extern "C" __global__ void gemm_##SUFFIX(const T* A, const T* B, T* Cp, int batch, int M, int N, int K, \
-        int S, int KS, long long sAb, long long sAm, long long sAk, long long sBb, long long sBk,      \
-        long long sBn)                                                                                \
-{ gemm_impl<T>(A, B, Cp, batch, M, N, K, S, KS, sAb, sAm, sAk, sBb, sBk, sBn); }                       \
-extern "C" __global__ void gemm_sum_slices_##SUFFIX(const T* Cp, T* Cm, long long MN, int S, long long total) \
-{ sum_slices_impl<T>(Cp, Cm, MN, S, total); }                                                          \
+extern "C" __global__ void gemm_##SUFFIX(const T* A, const T* B, T* Cp, const T* bias, int has_bias,     \
+        int batch, int M, int N, int K, int S, int KS, long long sAb, long long sAm, long long sAk,    \
+        long long sBb, long long sBk, long long sBn)                                                  \
+{ gemm_impl<T>(A, B, Cp, bias, has_bias, batch, M, N, K, S, KS, sAb, sAm, sAk, sBb, sBk, sBn); }       \
+extern "C" __global__ void gemm_sum_slices_##SUFFIX(const T* Cp, T* Cm, const T* bias, int has_bias,   \
+        long long MN, long long N, int S, long long total)                                           \
+{ sum_slices_impl<T>(Cp, Cm, bias, has_bias, MN, N, S, total); }                                       \
 extern "C" __global__ void sum_rows_##SUFFIX(const T* A, T* out, int R, long long L)                   \
 { sum_rows_impl<T>(A, out, R, L); }
 

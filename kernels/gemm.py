@@ -10,9 +10,13 @@ run them (kernels/gpu.py: gemm.cu, our tiled kernel, by default; cuBLAS through 
 import numpy as np
 
 
-def matmul(a, b):
-    """a @ b for arrays of at least 2 dimensions, leading dimensions broadcast (NumPy -> BLAS)."""
-    return np.matmul(a, b)
+def matmul(a, b, bias=None):
+    """a @ b for arrays of at least 2 dimensions, leading dimensions broadcast (NumPy -> BLAS); bias (M,), when
+    given, is added to row i of every product (a convolution's bias: gemm.cu adds it in the same launch)."""
+    c = np.matmul(a, b)
+    if bias is not None:
+        c += bias.reshape(-1, 1)
+    return c
 
 
 def sum_rows(a):

@@ -638,15 +638,20 @@ matmul_route = "gemm"
 _GEMM_ROUTES = ("gemm", "cupy")
 
 
-def matmul(a, b):
-    """a @ b (leading dimensions broadcast), by `matmul_route`; gemm.cu while a CUDA graph is captured."""
+def matmul(a, b, bias=None):
+    """a @ b (leading dimensions broadcast), plus bias[i] on row i when given, by `matmul_route`; gemm.cu while a
+    CUDA graph is captured."""
     if matmul_route == "gemm" or _capturing():
-        return gemm(a, b)
+        return gemm(a, b, bias)
     if matmul_route != "cupy":
         raise ValueError(f"matmul (GPU): matmul_route must be one of {_GEMM_ROUTES}, got {matmul_route!r}")
     if a.ndim == b.ndim == 3 and a.shape[0] == b.shape[0] == 1:
-        return cp.matmul(a[0], b[0])[None]  # one group: CuPy's 2-D path, a single cuBLAS call
-    return cp.matmul(a, b)
+        c = cp.matmul(a[0], b[0])[None]  # one group: CuPy's 2-D path, a single cuBLAS call
+    else:
+        c = cp.matmul(a, b)
+    if bias is not None:
+        c += bias.reshape(-1, 1)
+    return c
 
 
 # ---- gemm.cu ---------------------------------------------------------------------------------------
@@ -711,16 +716,20 @@ def _gemm_plan(a, b):
     if S > 1:  # the S partial products, added in slice order by one thread per output value
         total = batch * M * N
         plan["sum"] = (_function("gemm", "gemm_sum_slices_" + suffix), (min(-(-total // THREADS), MAX_BLOCKS),),
-                       (np.int64(M * N), np.int32(S), np.int64(total)))
+                       (np.int64(M * N), np.int64(N), np.int32(S), np.int64(total)))
     return plan
 
 
 _GEMM_PLANS = {}  # (shapes, strides, dtypes, launch settings) -> _gemm_plan's result
 
 
-def gemm(a, b):
+_NO, _YES = np.int32(0), np.int32(1)
+
+
+def gemm(a, b, bias=None):
     """a @ b with the tiled kernel of gemm.cu: any strides, leading dimensions broadcast, k split when the
-    output has few tiles (the S partial products are then added in a fixed order).
+    output has few tiles (the S partial products are then added in a fixed order). bias (M,): added to row i
+    of every product, in the same launches.
 
     An eager training step calls this about 23 times with the same few shapes, so the checks and the launch
     arguments are worked out once per (shapes, strides, dtypes) and looked up afterwards: a call then costs a
@@ -738,17 +747,27 @@ def gemm(a, b):
         batch = plan["out"][0]
         a, b = _stack(a, plan["batch_shape"], batch)[0], _stack(b, plan["batch_shape"], batch)[0]
     out = cp.empty(plan["out"], dtype=a.dtype)
+    with_bias = (out, _NO) if bias is None else (_bias_vector(bias, plan["out"][2], a.dtype), _YES)
     if plan["launch"] is not None:
         fn, grid, scalars = plan["launch"]
-        fn(grid, (GEMM_TILE * GEMM_TILE,), (a, b, out) + scalars)
+        fn(grid, (GEMM_TILE * GEMM_TILE,), (a, b, out) + with_bias + scalars)
     elif plan["zero"] and out.size:
         out.fill(0)
+        if bias is not None:  # no k to sum: the product is the bias alone
+            out += with_bias[0].reshape(-1, 1)
     if plan["sum"] is None:
         return out.reshape(plan["result"])
     fn, grid, scalars = plan["sum"]
     c = cp.empty(plan["result"], dtype=a.dtype)
-    fn(grid, (THREADS,), (out, c) + scalars)
+    fn(grid, (THREADS,), (out, c) + with_bias + scalars)
     return c
+
+
+def _bias_vector(bias, M, dtype):
+    if not isinstance(bias, cp.ndarray) or bias.shape != (M,) or bias.dtype != dtype:
+        raise ValueError(f"gemm (GPU): bias must be a {dtype} CuPy array of shape ({M},), one value per row, got "
+                         f"{type(bias).__name__} {getattr(bias, 'dtype', '')} {tuple(getattr(bias, 'shape', ()))}")
+    return cp.ascontiguousarray(bias)
 
 
 def sum_leading(a):
@@ -763,7 +782,7 @@ def sum_leading(a):
     if a.shape[0] == 0:
         out.fill(0)
     else:
-        _run(launch, (a, out))
+        _run(launch, (a, out, a))  # the third pointer is the unused bias
     return out
 
 
@@ -771,7 +790,7 @@ def _sum_leading_plan(a):
     B, shape = a.shape[0], a.shape[1:]
     MN = math.prod(shape)
     return shape, _grid_stride("gemm", "gemm_sum_slices_" + _SUFFIX[a.dtype], MN if B else 0,
-                               (np.int64(MN), np.int32(B), np.int64(MN)))
+                               (_NO, np.int64(MN), np.int64(1), np.int32(B), np.int64(MN)))
 
 
 SUM_MAX_THREADS = 256  # gemm.cu's shared array for sum_rows

@@ -591,19 +591,21 @@ def gemm_cases(draw):
 
 
 @needs_cxx
-@settings(max_examples=15, deadline=None)
-@given(gemm_cases(), st.sampled_from([1, 3, 528]))
-def test_host_emulated_gemm_equals_the_definition(host_gpu, case, wanted_blocks):
+@settings(max_examples=20, deadline=None)
+@given(gemm_cases(), st.sampled_from([1, 3, 528]), st.booleans())
+def test_host_emulated_gemm_equals_the_definition(host_gpu, case, wanted_blocks, with_bias):
     """gemm.cu (16x16 tiles in shared memory, blocks of 256 real threads) against matmul_reference; few wanted
-    blocks keep k in one slice, many split it into slices of 16 whose partial products are added."""
+    blocks keep k in one slice, many split it into slices of 16 whose partial products are added. A bias per
+    row is added once, by the product itself or by the slices' sum."""
     a, b = case
+    bias = np.random.default_rng(0).standard_normal(a.shape[-2]).astype(a.dtype) if with_bias else None
     old = host_gpu.GEMM_BLOCKS_WANTED
     host_gpu.GEMM_BLOCKS_WANTED = wanted_blocks
     try:
-        got = host_gpu.gemm(a, b)
+        got = host_gpu.gemm(a, b, bias)
     finally:
         host_gpu.GEMM_BLOCKS_WANTED = old
-    want = matmul_reference(a, b)
+    want = matmul_reference(a, b) + (0 if bias is None else bias.astype(np.float64)[:, None])
     assert got.shape == want.shape and got.dtype == a.dtype
     tol = 1e-5 if a.dtype == np.float32 else 1e-12
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(a.shape[-1]) * 4)
@@ -619,6 +621,8 @@ def test_host_emulated_launches_are_sized_by_the_grid_stride_rule(host_gpu):
 
 @needs_cxx
 def test_host_emulated_wrappers_check_their_inputs(host_gpu):
+    with pytest.raises(ValueError, match=r"bias must be a float32 CuPy array of shape \(2,\)"):
+        host_gpu.gemm(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.ones(4, np.float32))
     with pytest.raises(TypeError, match="float16"):
         host_gpu.im2col(np.zeros((1, 1, 3, 3), np.float16), 2, 2)
     with pytest.raises(ValueError, match="4 dimensions"):

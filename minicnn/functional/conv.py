@@ -110,10 +110,9 @@ class Conv2d(Function):
         G = self.G
         xp, K = get_array_module(x), kernels_for(x)
         wg = w.reshape(G, OC // G, Cg * KH * KW)
-        if self._is_pointwise(KH, KW):
-            y = K.matmul(wg, x.reshape(N, G, Cg, H * W))  # (G, OC/G, C/G) @ (N, G, C/G, HW) -> (N, G, OC/G, HW)
-            y = y.reshape(N, OC, OH, OW)
-            return y if b is None else y + b.reshape(1, OC, 1, 1)
+        if self._is_pointwise(KH, KW):  # (G, OC/G, C/G) @ (N, G, C/G, HW) -> (N, G, OC/G, HW); one group: bias in it
+            y = K.matmul(wg, x.reshape(N, G, Cg, H * W), bias=b if G == 1 else None).reshape(N, OC, OH, OW)
+            return y if b is None or G == 1 else y + b.reshape(1, OC, 1, 1)
         if self._is_whole_image(H, W, KH, KW):  # (N, C*H*W) @ (C*H*W, OC): no columns to build
             y = K.matmul(x.reshape(N, C * H * W), w.reshape(OC, C * H * W).T).reshape(N, OC, 1, 1)
             return y if b is None else y + b.reshape(1, OC, 1, 1)
@@ -131,10 +130,11 @@ class Conv2d(Function):
             col = self._columns(K, n0, n1, WG)
             if K.keep_columns and len(chunks) == 1:
                 self.col = col  # kept for backward (the GPU's choice; the CPU recomputes, see above)
-            if own_layout:  # image i: y[i] (OC, OH*OW) = W @ col[:, i*OH*OW:(i+1)*OH*OW], one batched product
-                yc = K.matmul(wg, col.reshape(Cg * KH * KW, m, OH * OW).transpose(1, 0, 2)).reshape(m, OC, OH, OW)
-            else:  # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*WG), then (OC, chunk) swapped
-                yc = K.matmul(wg, col).reshape(OC, m, OH, WG)[..., :OW].transpose(1, 0, 2, 3)
+            if own_layout:  # image i: y[i] (OC, OH*OW) = W @ col[:, i*OH*OW:(i+1)*OH*OW] + b, one batched product
+                return K.matmul(wg, col.reshape(Cg * KH * KW, m, OH * OW).transpose(1, 0, 2),
+                                bias=b).reshape(m, OC, OH, OW)
+            # one GEMM per group: (OC/G, C/G*KH*KW) @ (C/G*KH*KW, chunk*OH*WG), then (OC, chunk) swapped
+            yc = K.matmul(wg, col).reshape(OC, m, OH, WG)[..., :OW].transpose(1, 0, 2, 3)
             if b is not None:
                 yc += b.reshape(1, OC, 1, 1)
             return yc

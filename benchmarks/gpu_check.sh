@@ -11,7 +11,8 @@
 #   4. the profile:        python benchmarks/gpu_profile.py --steps 5  (GPU time per kernel of an eager step and
 #      of a replay; the host's cProfile of eager steps)
 #   5. a full MNIST run:   python examples/mnist.py --device gpu --data-dir .mnist --epochs 20
-#      (per-epoch seconds and the final test accuracy; MNIST is expected in the git-ignored .mnist/).
+#      (training replays each step from a CUDA graph, the GPU default; per-epoch seconds and the final test
+#      accuracy; MNIST is expected in the git-ignored .mnist/).
 # Each part runs under `timeout` and its failure does not stop the others; the whole stays under
 # TOTAL_BUDGET seconds (default 345): parts 2 to 4 have caps, part 5 gets the time that is left.
 # Full logs go to $LOG_DIR (default: $OUT when the device runner sets it, else a temporary folder).

@@ -7,6 +7,7 @@ batch and resumed from its checkpoint takes exactly the steps an uninterrupted r
 Loss and accuracy are summed on the device; the host reads them only to print.
 """
 import time
+import warnings
 
 import numpy as np
 
@@ -23,7 +24,8 @@ from .tensor import Tensor
 class Trainer:
     """cuda_graph=True (GPU only): every full batch's forward and backward after the first is replayed from a CUDA
     graph captured once (minicnn/cuda_graph.py); the optimizer step stays eager. Same arithmetic and the same
-    dropout masks as eager steps, at a fraction of the host time."""
+    dropout masks as eager steps, at a fraction of the host time. A step that cannot be recorded (one that
+    reads a device value on the host, say) gives a warning, and training goes on eagerly."""
 
     def __init__(self, model, optimizer, train_data, test_data, batch_size=128, seed=0,
                  epoch_schedule=None, batch_schedule=None, augment=None, cuda_graph=False):
@@ -59,12 +61,20 @@ class Trainer:
 
     def train_step(self, xb, yb):
         """Forward, loss, backward, update; returns the loss and number of correct predictions as device scalars."""
+        loss = None
         if self.cuda_graph and len(yb) == self.loader.batch_size:  # a smaller last batch runs eagerly
             if self._captured is None:
                 from .cuda_graph import CapturedStep
                 self._captured = CapturedStep(self.forward_backward, warmup=1, strict=True)
-            loss, ok = self._captured(xb, yb)
-        else:
+            try:
+                loss, ok = self._captured(xb, yb)
+            except Exception as exc:  # a step that cannot be recorded (e.g. it reads a value on the host)
+                if self._captured.graph is not None:
+                    raise  # the recording worked: this is a real error
+                warnings.warn(f"training step could not be recorded into a CUDA graph ({type(exc).__name__}: {exc}); "
+                              "training goes on eagerly (pass cuda_graph=False, or --no-cuda-graph, to skip trying)")
+                self.cuda_graph, self._captured = False, None
+        if loss is None:
             loss, ok = self.forward_backward(xb, yb)
         self.optimizer.step()
         if self.batch_schedule is not None:

@@ -213,3 +213,30 @@ def test_cuda_graph_training_on_the_cpu_is_a_clear_error(subset, example):
         Trainer(model, optim.Adam(model.parameters()), train, test, cuda_graph=True)
     with pytest.raises(SystemExit, match="--cuda-graph needs --device gpu"):
         example.main(["--cuda-graph", "--epochs", "1"])
+
+
+def test_a_step_that_cannot_be_recorded_trains_on_eagerly_with_a_warning(subset, monkeypatch):
+    """If recording the step into a CUDA graph fails (an operation that reads a value on the host, say), the
+    Trainer says why and goes on eagerly: the step is taken once, and the next steps do not try again."""
+    import minicnn.cuda_graph
+
+    class Unrecordable:
+        graph = None
+
+        def __init__(self, step, warmup=1, strict=False):
+            Unrecordable.made = getattr(Unrecordable, "made", 0) + 1
+
+        def __call__(self, *inputs):
+            raise RuntimeError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(minicnn.cuda_graph, "CapturedStep", Unrecordable)
+    train, test = subset
+    minicnn.manual_seed(0)
+    model = eip4()
+    opt = optim.Adam(model.parameters())
+    trainer = Trainer(model, opt, (train[0][:64], train[1][:64]), test, batch_size=32)
+    trainer.cuda_graph = True  # as on the GPU (the constructor refuses it for CPU data)
+    with pytest.warns(UserWarning, match="could not be recorded into a CUDA graph .*not permitted.*goes on eagerly"):
+        trainer.train_step(train[0][:32], train[1][:32])
+    assert trainer.cuda_graph is False and opt.step_count == 1
+    trainer.train_step(train[0][32:64], train[1][32:64])
+    assert Unrecordable.made == 1 and opt.step_count == 2

@@ -308,5 +308,10 @@ def test_sequential_fuses_relu_batch_norm_and_dropout_in_training_only(rng, monk
         calls.clear()
         model(Tensor(x))
         assert calls == ["ReLU"] * 7  # eval: BatchNorm2d uses its running statistics, ReLU runs as a layer
+        model.train()
+        model.fuse = not fuse  # the same model, its fusion switched after use: worked out again
+        calls.clear()
+        model(Tensor(x))
+        assert sorted(calls) == (["ReLU"] if not fuse else ["Dropout"] * 7 + ["ReLU"] * 7), (not fuse, calls)
     for a, b in zip(results[True], results[False]):
         np.testing.assert_array_equal(a, b)

@@ -101,10 +101,9 @@ _tensor = None
 def _tensor_module():
     """minicnn.tensor, imported on first use (it imports this module)."""
     global _tensor
-    if _tensor is None:
-        import sys
-        from . import tensor  # noqa: F401  (the package exports a function of that name: take the module itself)
-        _tensor = sys.modules[__package__ + ".tensor"]
+    if _tensor is None:  # by its full name: the package also exports a function called `tensor`
+        import importlib
+        _tensor = importlib.import_module(__package__ + ".tensor")
     return _tensor
 
 

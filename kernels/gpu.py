@@ -682,7 +682,7 @@ def _stack(m, batch_shape, batch):
 
 def _gemm_plan(a, b):
     """Everything gemm's launches need that depends only on the shapes, strides and dtypes of a and b (and the
-    launch settings): checked and computed once per such combination, then kept in _GEMM_PLANS."""
+    launch settings): checked and computed once per such combination, then kept by _plan."""
     for name, m in (("a", a), ("b", b)):
         if not isinstance(m, cp.ndarray):
             raise TypeError(f"gemm (GPU): {name} must be a CuPy array, got {type(m).__module__}.{type(m).__name__}")
@@ -720,9 +720,6 @@ def _gemm_plan(a, b):
     return plan
 
 
-_GEMM_PLANS = {}  # (shapes, strides, dtypes, launch settings) -> _gemm_plan's result
-
-
 _NO, _YES = np.int32(0), np.int32(1)
 
 
@@ -734,15 +731,9 @@ def gemm(a, b, bias=None):
     An eager training step calls this about 23 times with the same few shapes, so the checks and the launch
     arguments are worked out once per (shapes, strides, dtypes) and looked up afterwards: a call then costs a
     dictionary lookup, one allocation and one or two launches."""
-    key = (getattr(a, "shape", None), getattr(a, "strides", None), getattr(a, "dtype", None),
-           getattr(b, "shape", None), getattr(b, "strides", None), getattr(b, "dtype", None),
-           type(a), type(b), GEMM_BLOCKS_WANTED, THREADS, MAX_BLOCKS)
-    plan = _GEMM_PLANS.get(key)
-    if plan is None:
-        plan = _gemm_plan(a, b)
-        if len(_GEMM_PLANS) > 4096:
-            _GEMM_PLANS.clear()
-        _GEMM_PLANS[key] = plan
+    plan = _plan(("gemm", getattr(a, "shape", None), getattr(a, "strides", None), getattr(a, "dtype", None),
+                  getattr(b, "shape", None), getattr(b, "strides", None), getattr(b, "dtype", None),
+                  type(a), type(b), GEMM_BLOCKS_WANTED), lambda: _gemm_plan(a, b))
     if not plan["views"]:  # an unusual broadcast: _stack copies or broadcasts, so redo it for these arrays
         batch = plan["out"][0]
         a, b = _stack(a, plan["batch_shape"], batch)[0], _stack(b, plan["batch_shape"], batch)[0]

@@ -28,8 +28,8 @@ class Tensor:
             data = arr
         if dtype is not None and data.dtype != dtype:
             data = data.astype(dtype)
-        if requires_grad and data.dtype.kind not in _FLOAT_KINDS:
-            raise TypeError(f"only floating-point tensors can require grad, got dtype {data.dtype}")
+        if requires_grad:
+            _check_float(data)
         self.data = data
         self.requires_grad = bool(requires_grad)
         self.grad = None
@@ -39,8 +39,8 @@ class Tensor:
     @classmethod
     def _wrap(cls, data, requires_grad):
         """A tensor around the array an operation just returned: no conversion, only the float check."""
-        if requires_grad and data.dtype.kind not in _FLOAT_KINDS:
-            raise TypeError(f"only floating-point tensors can require grad, got dtype {data.dtype}")
+        if requires_grad:
+            _check_float(data)
         t = object.__new__(cls)
         t.data, t.requires_grad, t.grad, t._ctx, t._retains_grad = data, requires_grad, None, None, False
         return t
@@ -121,6 +121,11 @@ class Tensor:
     @property
     def T(self):
         return F().transpose(self)
+
+
+def _check_float(data):
+    if data.dtype.kind not in _FLOAT_KINDS:
+        raise TypeError(f"only floating-point tensors can require grad, got dtype {data.dtype}")
 
 
 def F():

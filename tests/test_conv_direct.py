@@ -1,9 +1,9 @@
-"""The direct convolution (kernels/conv_direct.py) against conv2d_reference: the plain loop, the register tile, and
-the engine's use of it for forward (backward stays on im2col + GEMM).
+"""The direct convolution (kernels/conv_direct.py) against conv2d_reference: the plain loop, the register tiles, the
+batch laid end to end for small images, and the engine's use of it for forward (backward: test_conv_direct_grad.py).
 
-The tile computes the last block of channels and the last tile of positions twice where they overlap the
+A tile computes the last block of channels and the last tile of positions twice where they overlap the
 previous ones, so the shapes drawn here include channel counts that are not multiples of 8 and wide
-grids that are not multiples of 16.
+grids that are not multiples of 16 or 32.
 """
 import numba
 import numpy as np
@@ -12,7 +12,8 @@ from hypothesis import assume, given, settings, strategies as st
 
 import minicnn.functional as F
 from minicnn.kernels import conv_direct
-from minicnn.kernels.conv_direct import CB, TW, conv2d_direct, conv2d_direct_plain, fits, out_wide, tile_source
+from minicnn.kernels.conv_direct import (CB, TWS, conv2d_direct, conv2d_direct_plain, fits, image_rows, out_wide,
+                                         tile_source, unrows)
 from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, run_conv
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -22,8 +23,8 @@ SETTINGS = settings(max_examples=30, deadline=None)
 def direct_cases(draw, min_oc=1):
     """x (N, C, H, W) already padded and w (OC, C, KH, KW), stride 1, kernel no larger than the image."""
     KH, KW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    case = dict(N=draw(st.integers(1, 2)), C=draw(st.integers(1, 3)), OC=draw(st.integers(min_oc, 2 * CB + 3)),
-                H=draw(st.integers(KH, 12)), W=draw(st.integers(KW, 12)), KH=KH, KW=KW,
+    case = dict(N=draw(st.integers(1, 3)), C=draw(st.integers(1, 3)), OC=draw(st.integers(min_oc, 2 * CB + 3)),
+                H=draw(st.integers(KH, 14)), W=draw(st.integers(KW, 14)), KH=KH, KW=KW,
                 seed=draw(st.integers(0, 2 ** 31 - 1)))
     return case
 
@@ -63,11 +64,40 @@ def test_register_tile_matches_the_definition(dtype, rtol, atol, case):
 
 
 def test_tile_covers_overlapping_blocks_on_eip4s_second_layer_shape(rng):
-    """OC = 10 (blocks at channels 0 and 2) and Q = 24*26 - 2 = 622 (the last tile starts at 606, not 608)."""
+    """OC = 10 (blocks at channels 0 and 2) and Q = 24*26 - 2 = 622 (the last wide tile starts at 590, not 608)."""
     x = rng.standard_normal((2, 3, 26, 26)).astype(np.float32)
     w = rng.standard_normal((10, 3, 3, 3)).astype(np.float32)
-    assert fits(10, 26, 26, 3, 3) and out_wide(26, 26, 3, 3)[1] % TW != 0
+    assert fits(10, 26, 26, 3, 3) and out_wide(26, 26, 3, 3)[1] % TWS[0] != 0
     np.testing.assert_allclose(conv2d_direct(x, w), F.conv2d_reference(x, w), rtol=RTOL_F32, atol=ATOL_F32)
+
+
+@pytest.mark.parametrize("N", [1, 3, 20])
+def test_small_images_laid_end_to_end_match_the_definition(N, rng):
+    """6x6 images: Q = 4*6 - 2 = 22 < 32, so the batch is one tall image (image_rows) run by the wide tile; the
+    outputs between images are garbage that unrows must skip."""
+    x = rng.standard_normal((N, 5, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((11, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(11).astype(np.float32)
+    assert out_wide(6, 6, 3, 3)[1] < TWS[0]
+    np.testing.assert_allclose(conv2d_direct(x, w, b), F.conv2d_reference(x, w, b), rtol=RTOL_F32, atol=ATOL_F32)
+
+
+@SETTINGS
+@given(case=direct_cases(), PH=st.integers(0, 2), PW=st.integers(0, 2))
+def test_unrows_undoes_image_rows(case, PH, PW):
+    """image_rows lays the padded images end to end after KH*WP zeros; unrows from that offset gives them back."""
+    x, _ = arrays(case, np.float64)
+    N, C, H, W = x.shape
+    KH = case["KH"]
+    HP, WP = H + 2 * PH, W + 2 * PW
+    xr = image_rows(x, KH, PH, PW)
+    assert xr.shape == (C, (N * HP + 2 * KH) * WP)
+    padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    np.testing.assert_array_equal(xr[:, KH * WP:(KH + N * HP) * WP], padded.transpose(1, 0, 2, 3).reshape(C, -1))
+    assert not xr[:, :KH * WP].any() and not xr[:, (KH + N * HP) * WP:].any()
+    out = np.empty_like(x)
+    unrows(xr.reshape(1, C, -1, WP), KH * WP, HP, WP, PH, PW, np.zeros(C), out)
+    np.testing.assert_array_equal(out, x)
 
 
 def test_plain_loop_serves_shapes_the_tile_does_not_fit(rng):
@@ -77,7 +107,7 @@ def test_plain_loop_serves_shapes_the_tile_does_not_fit(rng):
 
 
 def test_fits_needs_enough_channels_and_positions():
-    assert fits(CB, 6, 6, 3, 3)                         # Q = 4*6 - 2 = 22 >= 16
+    assert fits(CB, 6, 6, 3, 3)                         # Q = 4*6 - 2 = 22 >= 16, the narrow tile
     assert not fits(CB - 1, 6, 6, 3, 3)                 # too few output channels for a block
     assert not fits(CB, 5, 5, 3, 3)                     # Q = 3*5 - 2 = 13 < 16
     assert not fits(CB, 2, 9, 3, 3)                     # kernel taller than the image: no output row
@@ -103,8 +133,9 @@ def test_first_calls_from_several_threads_leave_numbas_settings_as_they_were(mon
     import threading
     import time
     from minicnn.kernels import conv_tile
-    real = conv_tile.conv2d_direct_tile.compile
-    monkeypatch.setattr(conv_tile.conv2d_direct_tile, "compile", lambda sig: time.sleep(0.05) or real(sig))
+    for tw in TWS:
+        tile = getattr(conv_tile, f"conv2d_direct_tile_{CB}x{tw}")
+        monkeypatch.setattr(tile, "compile", lambda sig, real=tile.compile: time.sleep(0.05) or real(sig))
     before = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
     x, w = rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((CB, 2, 3, 3))
     results = []
@@ -146,8 +177,7 @@ def cpu_kernels_or_skip():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("padding, bias", [(0, True), (1, False), ((2, 1), True)])
 def test_engine_runs_forward_directly_and_matches_the_definition(dtype, padding, bias, monkeypatch, rng):
-    """OC = 10 >= 8: forward goes through conv2d_direct (on the padded images); backward through the columns.
-    Every result against the definition."""
+    """OC = 10 >= 8: forward goes through conv2d_direct (on the padded images). Every result against the definition."""
     cpu = cpu_kernels_or_skip()
     calls = []
     real = cpu.conv2d_direct

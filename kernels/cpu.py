@@ -10,8 +10,10 @@ from .batchnorm import batch_norm_forward, batch_norm_backward  # noqa: F401
 from .parallel import batch_chunks, map_chunks  # noqa: F401
 from .gemm import matmul, sum_leading, sum_rows  # noqa: F401
 from .conv_direct import conv2d_direct, fits as conv2d_direct_fits  # noqa: F401
+from .conv_direct_grad import conv2d_direct_grads, flipped_weights  # noqa: F401
+from .conv_direct_grad import image_grad_fits as conv2d_image_grad_fits, weight_grad_fits as conv2d_weight_grad_fits  # noqa: F401
 
 wide_columns = True   # stride-1 convolutions use im2col_wide / col2im_wide (kernels/im2col.py)
-direct_conv = True    # stride-1 convolutions with enough channels run conv2d_direct (kernels/conv_direct.py)
+direct_conv = True    # stride-1 convolutions with enough channels: no columns (conv_direct.py, conv_direct_grad.py)
 keep_columns = False  # recompute im2col in backward: a chunk's columns are cheaper to rebuild than to keep (cache)
 weight_grad_columns_first = True  # the weight gradient as (col @ gy^T)^T: BLAS runs that orientation about 2x faster

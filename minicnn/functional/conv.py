@@ -171,6 +171,39 @@ class Conv2d(Function):
             gw = K.matmul(gy2.T, self.x.reshape(N, C * H * W)).reshape(self.w.shape) if need_w else None
             gx = K.matmul(gy2, self.w.reshape(OC, C * H * W)).reshape(N, C, H, W) if need_x else None
             return gx, gw, gb
+        direct = K.direct_conv and self.SH == self.SW == 1 and self.DH == self.DW == 1 and G == 1
+        direct_x = direct and need_x and K.conv2d_image_grad_fits(C, H, W, KH, KW, self.PH, self.PW)
+        direct_w = direct and need_w and K.conv2d_weight_grad_fits(OC, KW)
+        if direct_x or direct_w:
+            gx, gw, gb = self._direct_backward(K, gy, direct_x, direct_w, need_b)
+            need_x, need_w, need_b = need_x and not direct_x, need_w and not direct_w, False
+        if need_x or need_w or need_b:   # what the direct kernels do not serve, through the columns
+            cx, cw, cb = self._column_backward(K, gy, need_x, need_w, need_b)
+            gx, gw, gb = cx if need_x else gx, cw if need_w else gw, cb if need_b else gb
+        return gx, gw, gb
+
+    def _direct_backward(self, K, gy, direct_x, direct_w, need_b):
+        """(gx, gw, gb) without columns (kernels/conv_direct_grad.py), chunk by chunk; None for what was not asked.
+        The chunks' weight and bias gradients are summed in chunk order."""
+        N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
+        gx = np.empty((N, C, H, W), dtype=gy.dtype) if direct_x else None
+        wt = K.flipped_weights(self.w) if direct_x else None
+
+        def chunk(n0, n1):
+            return K.conv2d_direct_grads(self.x[n0:n1], gy[n0:n1], wt, KH, KW, self.PH, self.PW, direct_x, direct_w,
+                                         None if gx is None else gx[n0:n1])[1:]
+        parts = K.map_chunks(chunk, self._chunks(K, self._grid_width(K)))
+        gw = sum_in_order([part_w for part_w, _ in parts]) if direct_w else None
+        gb = sum_in_order([part_b for _, part_b in parts]).astype(gy.dtype) if need_b else None
+        return gx, gw, gb
+
+    def _column_backward(self, K, gy, need_x, need_w, need_b):
+        """(gx, gw, gb) through the columns: gW = gy @ col^T, gcol = W^T @ gy, gx = col2im(gcol), chunk by chunk."""
+        N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
+        G = self.G
+        xp = get_array_module(gy)
+        wg = self.w.reshape(G, OC // G, Cg * KH * KW)
+        gx = gw = gb = None
         WG = self._grid_width(K)
         chunks = self._chunks(K, WG)
         whole = len(chunks) == 1  # one chunk (the GPU's): its image gradient is gx itself, no copy
@@ -208,12 +241,17 @@ class Conv2d(Function):
             return part_w
         parts = K.map_chunks(chunk, chunks)
         self.col = None
-        if need_w:  # the chunks' parts summed in chunk order: the same result whatever thread finished first
-            gw = parts[0]
-            for part_w in parts[1:]:
-                gw = gw + part_w
-            gw = gw.reshape(self.w.shape)
+        if need_w:
+            gw = sum_in_order(parts).reshape(self.w.shape)
         return gx, gw, gb
+
+
+def sum_in_order(parts):
+    """parts[0] + parts[1] + ... in chunk order: the same result whatever thread finished first."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 def pad_images(x, PH, PW):

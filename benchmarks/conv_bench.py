@@ -37,8 +37,9 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=default_threads,
                    help=f"threads for Numba, BLAS and PyTorch (default: NUMBA_NUM_THREADS or cpu count = {default_threads})")
-    p.add_argument("--repeats", type=int, default=10, help="timed repeats per measurement (median reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (JIT compilation, caches)")
+    p.add_argument("--repeats", type=int, default=6, help=f"timed rounds ({BLOCK - 1} timed calls each per "
+                   "implementation; median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (JIT compilation, caches)")
     p.add_argument("--batch", type=int, default=128)
     return p.parse_args()
 
@@ -77,32 +78,63 @@ except ImportError:
     torch = None
 
 
-def bench_minicnn_im2col(x, w, b, gy, r, wu):
-    """minicnn as before the direct convolution: forward through im2col + GEMM too."""
+def without_direct(timer):
+    """timer with the CPU backend's direct convolution switched off: im2col + GEMM in forward and backward."""
     from minicnn.kernels import cpu
-    saved, cpu.direct_conv = cpu.direct_conv, False
-    try:
-        return bench_minicnn(x, w, b, gy, r, wu)
-    finally:
-        cpu.direct_conv = saved
+
+    def run(fn, setup):
+        def wrapped_setup():
+            saved, cpu.direct_conv = cpu.direct_conv, False
+            try:
+                return setup()
+            finally:
+                cpu.direct_conv = saved
+
+        def wrapped(s):
+            saved, cpu.direct_conv = cpu.direct_conv, False
+            try:
+                fn(s)
+            finally:
+                cpu.direct_conv = saved
+        return wrapped, wrapped_setup
+    return timer if timer is None else run(*timer)
 
 
-def median_time(fn, setup, repeats, warmup):
-    """Median seconds of fn(state) where state = setup() is prepared, untimed, before each call."""
-    times = []
+def bench_minicnn_im2col(x, w, b, gy):
+    """minicnn as before the direct convolution: im2col + GEMM in both passes."""
+    fwd, bwd, y = bench_minicnn(x, w, b, gy)
+    return without_direct(fwd), without_direct(bwd), y
+
+
+BLOCK = 4  # calls per implementation in a row, in every round
+
+
+def time_once(fn, setup):
+    """Seconds of one fn(state), state = setup() prepared untimed."""
+    state = setup()
+    t0 = time.perf_counter()
+    fn(state)
+    return time.perf_counter() - t0
+
+
+def interleaved_medians(timers, repeats, warmup, block=BLOCK):
+    """Median seconds of each (fn, setup) in timers, timed in rounds: per round, `block` calls of each in turn, the
+    first of each block untimed. A slower or faster spell of a shared machine falls on every implementation alike,
+    and each block starts after the previous one has settled: PyTorch's OpenMP threads keep spinning for a few
+    milliseconds after each call, which slows whatever runs next on a 2-core machine."""
+    times = [[] for _ in timers]
     for i in range(warmup + repeats):
-        state = setup()
-        t0 = time.perf_counter()
-        fn(state)
-        t1 = time.perf_counter()
-        if i >= warmup:
-            times.append(t1 - t0)
-    return statistics.median(times)
+        for k, (fn, setup) in enumerate(timers):
+            for j in range(block):
+                t = time_once(fn, setup)
+                if i >= warmup and j > 0:
+                    times[k].append(t)
+    return [statistics.median(ts) for ts in times]
 
 
-# ---- the three implementations: each returns (forward timer, backward timer, output for a sanity check) ---------
+# ---- the implementations: each returns ((fwd, setup), (bwd, setup), output for a sanity check) -------------------
 
-def bench_minicnn(x, w, b, gy, r, wu):
+def bench_minicnn(x, w, b, gy):
     def fwd_setup():
         return Tensor(x, requires_grad=True), Tensor(w, requires_grad=True), Tensor(b, requires_grad=True)
 
@@ -117,7 +149,7 @@ def bench_minicnn(x, w, b, gy, r, wu):
         s[0].backward(s[1])
 
     y = F.conv2d(*fwd_setup()).data
-    return median_time(fwd, fwd_setup, r, wu), median_time(bwd, bwd_setup, r, wu), y
+    return (fwd, fwd_setup), (bwd, bwd_setup), y
 
 
 def numpy_conv_forward(x, w, b):
@@ -138,15 +170,14 @@ def numpy_conv_backward(gy, col, w, H, W):
     return gx, gw, gy.sum(axis=(0, 2, 3))
 
 
-def bench_numpy(x, w, b, gy, r, wu):
+def bench_numpy(x, w, b, gy):
     H, W = x.shape[2:]
-    fwd_t = median_time(lambda s: numpy_conv_forward(x, w, b), lambda: None, r, wu)
     col = numpy_conv_forward(x, w, b)[1]
-    bwd_t = median_time(lambda s: numpy_conv_backward(gy, col, w, H, W), lambda: None, r, wu)
-    return fwd_t, bwd_t, numpy_conv_forward(x, w, b)[0]
+    return ((lambda s: numpy_conv_forward(x, w, b), lambda: None),
+            (lambda s: numpy_conv_backward(gy, col, w, H, W), lambda: None), numpy_conv_forward(x, w, b)[0])
 
 
-def bench_torch(x, w, b, gy, r, wu):
+def bench_torch(x, w, b, gy):
     X, Wt, B, GY = (torch.from_numpy(a) for a in (x, w, b, gy))
 
     def fwd_setup():
@@ -163,7 +194,7 @@ def bench_torch(x, w, b, gy, r, wu):
 
     with torch.no_grad():
         y = torch.nn.functional.conv2d(X, Wt, B).numpy()
-    return median_time(fwd, fwd_setup, r, wu), median_time(bwd, bwd_setup, r, wu), y
+    return (fwd, fwd_setup), (bwd, bwd_setup), y
 
 
 def blas_threads():
@@ -194,8 +225,9 @@ def main():
     print("load    : %.2f %.2f %.2f (1, 5, 15 min load average at the start)" % os.getloadavg())
     print(f"versions: python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
           f"minicnn {minicnn.__version__}, torch {torch.__version__ if torch else 'not installed'}")
-    print(f"setup   : float32, batch {args.batch}, median of {args.repeats} repeats after {args.warmup} warm-up runs; "
-          "times in ms; ratio = other / minicnn (> 1: minicnn faster)\n")
+    print(f"setup   : float32, batch {args.batch}, {args.repeats} rounds after {args.warmup} warm-up round(s); each round "
+          f"{BLOCK} calls of every implementation in turn,\n          the first untimed; median of the timed calls in ms; "
+          "ratio = other / minicnn (> 1: minicnn faster)\n")
 
     impls = [("minicnn", bench_minicnn), ("im2col", bench_minicnn_im2col), ("numpy", bench_numpy)] + ([("torch", bench_torch)] if torch else [])
     header = f"{'layer':<25} {'pass':<4}" + "".join(f" {name:>9}" for name, _ in impls)
@@ -208,11 +240,12 @@ def main():
         w = rng.standard_normal((OC, C, K, K), dtype=np.float32) * np.float32(1 / np.sqrt(C * K * K))
         b = rng.standard_normal(OC, dtype=np.float32)
         gy = rng.standard_normal((args.batch, OC, H - K + 1, W - K + 1), dtype=np.float32)
-        results = [fn(x, w, b, gy, args.repeats, args.warmup) for _, fn in impls]
+        results = [fn(x, w, b, gy) for _, fn in impls]
         for _, _, y in results[1:]:  # the comparison is only fair if every implementation computes the same thing
             np.testing.assert_allclose(results[0][2], y, rtol=1e-3, atol=1e-3)
+        medians = interleaved_medians([res[p] for p in (0, 1) for res in results], args.repeats, args.warmup)
         for p, label in ((0, "fwd"), (1, "bwd")):
-            times = [res[p] for res in results]
+            times = medians[p * len(results):(p + 1) * len(results)]
             row = f"{name:<25} {label:<4}" + "".join(f" {1e3 * t:>9.2f}" for t in times)
             row += "".join(f" {t / times[0]:>9.2f}" for t in times[1:])
             print(row, flush=True)
@@ -236,9 +269,10 @@ def column_kernels(args):
         gcol = col.copy()
         gwide = np.zeros_like(wide)
         gwide[..., :col.shape[-1]] = col
-        times = [median_time(fn, lambda: None, args.repeats, args.warmup) for fn in (
+        times = interleaved_medians([(fn, lambda: None) for fn in (
             lambda _: im2col(x, K, K), lambda _: im2col_numpy(x, K, K), lambda _: im2col_wide(x, K, K),
-            lambda _: col2im(gcol, H, W), lambda _: col2im_numpy(gcol, H, W), lambda _: col2im_wide(gwide, H))]
+            lambda _: col2im(gcol, H, W), lambda _: col2im_numpy(gcol, H, W), lambda _: col2im_wide(gwide, H))],
+            args.repeats, args.warmup)
         print(f"{name:<25}" + "".join(f" {1e3 * t:>8.2f}" for t in times), flush=True)
 
 

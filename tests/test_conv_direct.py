@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import minicnn.functional as F
-from minicnn.kernels import conv_direct
+from minicnn.kernels import conv_direct, conv_lanes
 from minicnn.kernels.conv_direct import (CB, TWS, conv2d_direct, conv2d_direct_plain, fits, image_rows, out_wide,
                                          tile_source, unrows)
 from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, run_conv
@@ -206,3 +206,47 @@ def test_engine_keeps_im2col_where_the_direct_convolution_does_not_apply(OC, str
     y, gy, gx, gw, _ = run_conv(x, w, None, kw)
     assert calls == []
     np.testing.assert_allclose(y, F.conv2d_reference(x, w, **kw), rtol=RTOL_F64, atol=ATOL_F64)
+
+
+# ---- output channels as the lanes (kernels/conv_lanes.py) ---------------------------------------------------
+@pytest.mark.parametrize("block", conv_lanes.BLOCKS)
+@pytest.mark.parametrize("dtype, rtol, atol", [(np.float64, RTOL_F64, ATOL_F64), (np.float32, RTOL_F32, ATOL_F32)])
+@SETTINGS
+@given(N=st.integers(1, 5), C=st.integers(1, 4), H=st.integers(4, 13), W=st.integers(6, 13), seed=st.integers(0, 2 ** 31))
+def test_lanes_tiles_match_the_definition(block, dtype, rtol, atol, N, C, H, W, seed):
+    """Every block shape on images whose outputs are not a multiple of it: the last blocks overlap."""
+    I, R, T = block
+    assume(N >= I and H - 2 >= R and W - 2 >= T)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((conv_lanes.LANES, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(conv_lanes.LANES).astype(dtype)
+    out = np.empty((N, conv_lanes.LANES, H - 2, W - 2), dtype)
+    conv_lanes.conv2d_lanes(x, w, b, out, block)
+    np.testing.assert_allclose(out, F.conv2d_reference(x, w, b), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("H, expected", [(26, None), (12, None), (10, (1, 2, 8)), (8, (2, 2, 4)), (6, (1, 4, 4))])
+def test_conv2d_direct_takes_the_lanes_on_eip4s_small_layers(H, expected, monkeypatch, rng):
+    """The block that computes the fewest outputs, where that is 10% fewer than the wide grid; the result either way
+    against the definition."""
+    used = []
+    real = conv_lanes.conv2d_lanes
+    monkeypatch.setattr(conv_direct, "conv2d_lanes", lambda *a: used.append(a[-1]) or real(*a))
+    x = rng.standard_normal((4, 16, H, H)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    y = conv2d_direct(x, w)
+    assert used == ([] if expected is None else [expected])
+    np.testing.assert_allclose(y, F.conv2d_reference(x, w), rtol=RTOL_F32, atol=ATOL_F32)
+
+
+def test_lanes_need_exactly_16_output_channels():
+    assert conv_lanes.pick(128, 16, 8, 8, 1e9) is not None
+    assert conv_lanes.pick(128, 15, 8, 8, 1e9) is None and conv_lanes.pick(128, 32, 8, 8, 1e9) is None
+
+
+def test_the_lanes_tile_file_is_what_the_generator_writes():
+    """kernels/conv_lanes_tile.py is generated: regenerate it with `python -m minicnn.kernels.conv_lanes > kernels/conv_lanes_tile.py`."""
+    import minicnn.kernels.conv_lanes_tile as tile
+    with open(tile.__file__) as f:
+        assert f.read() == conv_lanes.tile_source(), "kernels/conv_lanes_tile.py is out of date with conv_lanes.tile_source()"

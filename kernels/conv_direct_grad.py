@@ -48,6 +48,7 @@ import numpy as np
 from numba import njit
 
 from .conv_direct import conv2d_direct_plain, fits as direct_fits, image_rows, run_tile, u, unrows
+from .conv_lanes import conv2d_weight_grad_lanes, weight_grad_fits as lanes_weight_grad_fits
 from .simd import compile_vectorized
 
 CB = 8       # output channels per tile
@@ -203,19 +204,28 @@ def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True, gx=
     if N2 != N or (OH, OW) != (HP - KH + 1, WP - KW + 1):
         raise ValueError(f"conv2d_direct_grads: gy has shape {gy.shape}, expected ({N}, OC, {HP - KH + 1}, "
                          f"{WP - KW + 1}) for x {x.shape}, padding ({PH}, {PW}) and a {KH}x{KW} kernel")
-    gr, gb = grad_rows(gy, KH, HP, WP)
-    rows = gr.shape[1] // WP
+    lanes = need_w and lanes_weight_grad_fits(OC, KH, KW)
+    gr = gb = None
+    if need_x or (need_w and not lanes):
+        gr, gb = grad_rows(gy, KH, HP, WP)
     gw = None
     if need_w:
-        gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
-        if weight_grad_fits(OC, KW):
+        if lanes:   # 16 output channels: the lanes tile, over real outputs only (conv_lanes.py)
+            xp = x if PH == PW == 0 else np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+            gw = conv2d_weight_grad_lanes(xp, gy)
+        elif weight_grad_fits(OC, KW):
+            gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
             P = N * HP * WP - ((KH - 1) * WP + KW - 1)   # the last positions of gr are 0: stop where xr would end
             _weight_tile(x.dtype)(image_rows(x, KH, PH, PW), gr, KH * WP, P, WP, KH, gw)
         else:
+            gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
             conv2d_weight_grad_plain(np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW))), gy, gw)
+    if gb is None:
+        gb = gy.sum(axis=(0, 2, 3), dtype=np.float64)
     if need_x:
         if gx is None:
             gx = np.empty((N, C, H, W), dtype=x.dtype)
+        rows = gr.shape[1] // WP
         wide = np.empty((1, C, rows - KH + 1, WP), dtype=x.dtype)
         tall = gr.reshape(1, OC, rows, WP)
         if direct_fits(C, rows, WP, KH, KW):

@@ -198,3 +198,20 @@ def test_max_and_avg_pool2d_match_torch(case):
         yr.backward(torch.tensor(gy))
         np.testing.assert_allclose(y.data, yr.detach().numpy(), rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(xt.grad, xr.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("H, W", [(2, 2), (24, 24), (7, 9)])
+def test_max_pool_2x2_fast_path_is_the_generic_kernel_bit_for_bit(H, W, rng):
+    """The 2x2 stride-2 kernel (no bounds tests) against the generic window loop: values, winners, ties (equal
+    neighbours) and NaNs (first in a window, and later in one) alike; odd sizes drop the last row/column."""
+    from minicnn.kernels import pool
+    x = rng.integers(0, 3, size=(3, 2, H, W)).astype(np.float32)   # few distinct values: many ties
+    x[0, 0, 0, 0] = np.nan
+    x[1, 1, H - 1, W - 1] = np.nan
+    OH, OW = H // 2, W // 2
+    y1, a1 = np.empty((3, 2, OH, OW), np.float32), np.empty((3, 2, OH, OW), np.int32)
+    y2, a2 = y1.copy(), a1.copy()
+    pool._max_forward(x, 2, 2, 2, 2, 0, 0, y1, a1)
+    pool._max_forward_2x2(x, y2, a2)
+    np.testing.assert_array_equal(y2, y1)
+    np.testing.assert_array_equal(a2, a1)

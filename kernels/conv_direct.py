@@ -251,7 +251,7 @@ def conv2d_direct(x, w, b=None, out=None):
         out = np.empty((N, OC, OH, W - KW + 1), dtype=x.dtype)
     b = np.zeros(OC, x.dtype) if b is None else b.astype(x.dtype, copy=False)
     wide_per_image = H * W if Q < TWS[0] else -(-Q // TWS[0]) * TWS[0]   # positions the wide grid computes
-    block = lanes_pick(N, OC, OH, W - KW + 1, 0.9 * wide_per_image)
+    block = lanes_pick(x.dtype, N, OC, OH, W - KW + 1, 0.9 * wide_per_image)
     if block is not None:   # output channels as the lanes, no wide grid (conv_lanes.py)
         return conv2d_lanes(x, w, b, out, block)
     if OC >= CB and Q < TWS[0]:

@@ -204,13 +204,13 @@ def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True, gx=
     if N2 != N or (OH, OW) != (HP - KH + 1, WP - KW + 1):
         raise ValueError(f"conv2d_direct_grads: gy has shape {gy.shape}, expected ({N}, OC, {HP - KH + 1}, "
                          f"{WP - KW + 1}) for x {x.shape}, padding ({PH}, {PW}) and a {KH}x{KW} kernel")
-    lanes = need_w and lanes_weight_grad_fits(OC, KH, KW)
+    lanes = need_w and lanes_weight_grad_fits(x.dtype, OC, KH, KW)
     gr = gb = None
     if need_x or (need_w and not lanes):
         gr, gb = grad_rows(gy, KH, HP, WP)
     gw = None
     if need_w:
-        if lanes:   # 16 output channels: the lanes tile, over real outputs only (conv_lanes.py)
+        if lanes:   # float32, 16 output channels: the lanes tile, over real outputs only (conv_lanes.py)
             xp = x if PH == PW == 0 else np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
             gw = conv2d_weight_grad_lanes(xp, gy)
         elif weight_grad_fits(OC, KW):

@@ -2,14 +2,16 @@
 
     PYTHONPATH=. python benchmarks/conv_bench.py [--threads N] [--repeats R] [--warmup W] [--batch B]
 
-minicnn:  F.conv2d: forward by the direct convolution (kernels/conv_direct.py) where it fits, else Numba
-          im2col on the wide grid + one BLAS GEMM per group; backward on the columns (im2col/col2im + GEMMs);
-          1x1 stride-1 layers skip im2col. A second table times the column kernels alone: classic, NumPy and wide.
+minicnn:  F.conv2d: stride-1 layers without the column matrix where a register tile fits: forward by the direct
+          convolution (kernels/conv_direct.py, or kernels/conv_lanes.py with the output channels as the lanes),
+          backward on gy laid out as rows (kernels/conv_direct_grad.py); otherwise im2col on the wide grid + BLAS
+          GEMMs and col2im; 1x1 stride-1 layers skip im2col. A second table times the column kernels alone.
 im2col:   minicnn with the direct convolution switched off (kernels.cpu.direct_conv = False): what it buys.
 numpy:    the same GEMMs around kernels/im2col.py's plain NumPy im2col_numpy / col2im_numpy (no Numba, no fast path).
 torch:    torch.nn.functional.conv2d on the same thread count (only when PyTorch is installed).
-Every number is the median over R timed repeats after W untimed warm-up runs, float32; the ratios come from the
-same run (ratio > 1: minicnn is faster). Backward computes the gradients of the input, the weight and the bias.
+Every number is the median of the timed calls: the implementations run in rounds, each round BLOCK calls of each in
+turn, the first untimed (see interleaved_medians); the ratios come from the same run (ratio > 1: minicnn is faster).
+Backward computes the gradients of the input, the weight and the bias.
 Threads: numba.set_num_threads and torch.set_num_threads get --threads; BLAS is limited with threadpoolctl when it
 is installed, otherwise an explicit --threads is passed to BLAS through OPENBLAS/OMP/MKL_NUM_THREADS (unless set).
 """

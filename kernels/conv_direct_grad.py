@@ -40,6 +40,9 @@ is still fixed: the same inputs give the same bits). The rows are walked in bloc
 positions, so that the 8 gr rows and the xr row of a block (36 KB) stay in the L1 cache for all C*KH
 passes over it. The last block of channels overlaps the one before (oc0 = min(oc, OC - CB)); its rows
 below oc are not added again. So the tile needs OC >= CB and KW = 3 (the tap row is unrolled).
+For float32 layers with exactly 16 output channels and 3x3 kernels, conv_lanes.py's weight tile is
+taken instead: it sums over real outputs only, where the rows also walk the KH-1 rows and KW-1
+columns of zeros of each image (on eip4's 8x8 layer, 64 positions for 36 outputs).
 """
 import threading
 

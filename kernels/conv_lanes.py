@@ -42,21 +42,24 @@ BLOCKS = ((1, 2, 8), (1, 4, 4))   # (images, rows, columns) of real outputs per 
 CHANNEL_BLOCKS = (2, 1)  # input channels per weight-gradient tile: 2 x 9 taps = 18 sums, 1 x 9 where C = 1
 
 
+def each_lane(fmt, lanes):
+    """fmt.format(o=o) for every lane o, as one line of statements."""
+    return "; ".join(fmt.format(o=o) for o in range(lanes))
+
+
+def head(name, args, doc):
+    """The first lines of a generated tile: decorator, signature, docstring, the 512-bit request."""
+    return ["", "", "@njit(cache=True, nogil=True, fastmath={'contract'})   # multiply-adds fused; NaN and inf kept as "
+            "IEEE has them", f"def {name}({args}):", f'    """{doc}"""', "    use_512_bit_vectors()"]
+
+
 def tile_function(I, R, T, lanes=LANES):
     """The text of one tile: I images x R rows x T columns of outputs, `lanes` output channels each, in local sums."""
     positions = [(i, r, t) for i in range(I) for r in range(R) for t in range(T)]
 
-    def each_lane(fmt):
-        return "; ".join(fmt.format(o=o) for o in range(lanes))
-
-    lines = [
-        "",
-        "",
-        "@njit(cache=True, nogil=True, fastmath={'contract'})   # multiply-adds fused; NaN and inf kept as IEEE has them",
-        f"def conv2d_lanes_tile_{I}x{R}x{T}(x, wv, b, out):",
-        f"    \"\"\"out (N, {lanes}, OH, OW) <- x (N, C, H, W), wv (C, KH, KW, {lanes}) + b; needs N >= {I}, OH >= {R}, "
-        f"OW >= {T}.\"\"\"",
-        "    use_512_bit_vectors()",
+    lines = head(f"conv2d_lanes_tile_{I}x{R}x{T}", "x, wv, b, out",
+                 f"out (N, {lanes}, OH, OW) <- x (N, C, H, W), wv (C, KH, KW, {lanes}) + b; needs N >= {I}, "
+                 f"OH >= {R}, OW >= {T}.") + [
         "    N, C, H, W = x.shape",
         "    _, KH, KW, _ = wv.shape",
         "    OH, OW = H - KH + 1, W - KW + 1",
@@ -69,7 +72,7 @@ def tile_function(I, R, T, lanes=LANES):
         f"                ow0 = min(ow, OW - {T})",
     ]
     for i, r, t in positions:
-        lines.append(" " * 16 + each_lane(f"a{i}{r}{t}_{{o}} = zero"))
+        lines.append(" " * 16 + each_lane(f"a{i}{r}{t}_{{o}} = zero", lanes))
     lines += [
         "                for c in range(C):",
         "                    for kh in range(KH):",
@@ -77,13 +80,13 @@ def tile_function(I, R, T, lanes=LANES):
                                           for i in range(I) for r in range(R)),
         "                        for kw in range(KW):   # slices, then loop indices: no wraparound tests",
         "                            ws = wv[c, kh, kw]",
-        "                            " + each_lane("w{o} = ws[{o}]"),
+        "                            " + each_lane("w{o} = ws[{o}]", lanes),
     ]
     for i, r, t in positions:
         lines.append(" " * 28 + f"v = x{i}{r}[kw + {t}]")
-        lines.append(" " * 28 + each_lane(f"a{i}{r}{t}_{{o}} += v * w{{o}}"))
+        lines.append(" " * 28 + each_lane(f"a{i}{r}{t}_{{o}} += v * w{{o}}", lanes))
     for i, r, t in positions:
-        lines.append(" " * 16 + each_lane(f"out[n0 + {i}, {{o}}, oh0 + {r}, ow0 + {t}] = a{i}{r}{t}_{{o}} + b[{{o}}]"))
+        lines.append(" " * 16 + each_lane(f"out[n0 + {i}, {{o}}, oh0 + {r}, ow0 + {t}] = a{i}{r}{t}_{{o}} + b[{{o}}]", lanes))
     return lines
 
 
@@ -91,17 +94,9 @@ def weight_grad_function(CC, KH=3, KW=3, lanes=LANES):
     """The text of the weight gradient's tile: CC input channels x KH*KW taps of `lanes` output channels in local sums."""
     taps = [(j, kh, kw) for j in range(CC) for kh in range(KH) for kw in range(KW)]
 
-    def each_lane(fmt):
-        return "; ".join(fmt.format(o=o) for o in range(lanes))
-
-    lines = [
-        "",
-        "",
-        "@njit(cache=True, nogil=True, fastmath={'contract'})   # multiply-adds fused; NaN and inf kept as IEEE has them",
-        f"def weight_grad_lanes_tile_{CC}x{KH}x{KW}(x, gyl, gwt):",
-        f"    \"\"\"gwt (C, {KH}, {KW}, {lanes}) <- x (N, C, H, W) and gyl (N, OH, OW, {lanes}), gy with the channels last; "
-        f"needs C >= {CC}.\"\"\"",
-        "    use_512_bit_vectors()",
+    lines = head(f"weight_grad_lanes_tile_{CC}x{KH}x{KW}", "x, gyl, gwt",
+                 f"gwt (C, {KH}, {KW}, {lanes}) <- x (N, C, H, W) and gyl (N, OH, OW, {lanes}), gy with the channels "
+                 f"last; needs C >= {CC}.") + [
         "    N, C, H, W = x.shape",
         "    _, OH, OW, _ = gyl.shape",
         "    zero = x.dtype.type(0)",
@@ -109,7 +104,7 @@ def weight_grad_function(CC, KH=3, KW=3, lanes=LANES):
         f"        c0 = min(cc, C - {CC})",
     ]
     for j, kh, kw in taps:
-        lines.append(" " * 8 + each_lane(f"a{j}{kh}{kw}_{{o}} = zero"))
+        lines.append(" " * 8 + each_lane(f"a{j}{kh}{kw}_{{o}} = zero", lanes))
     lines += [
         "        for n in range(N):",
         "            for oh in range(OH):",
@@ -117,13 +112,13 @@ def weight_grad_function(CC, KH=3, KW=3, lanes=LANES):
         "                " + "; ".join(f"x{j}{kh} = x[n, c0 + {j}, oh + {kh}]" for j in range(CC) for kh in range(KH)),
         "                for ow in range(OW):",
         "                    gv = g[ow]",
-        "                    " + each_lane("g{o} = gv[{o}]"),
+        "                    " + each_lane("g{o} = gv[{o}]", lanes),
     ]
     for j, kh, kw in taps:
         lines.append(" " * 20 + f"v = x{j}{kh}[ow + {kw}]")
-        lines.append(" " * 20 + each_lane(f"a{j}{kh}{kw}_{{o}} += v * g{{o}}"))
+        lines.append(" " * 20 + each_lane(f"a{j}{kh}{kw}_{{o}} += v * g{{o}}", lanes))
     for j, kh, kw in taps:
-        lines.append(" " * 8 + each_lane(f"gwt[c0 + {j}, {kh}, {kw}, {{o}}] = a{j}{kh}{kw}_{{o}}"))
+        lines.append(" " * 8 + each_lane(f"gwt[c0 + {j}, {kh}, {kw}, {{o}}] = a{j}{kh}{kw}_{{o}}", lanes))
     return lines
 
 

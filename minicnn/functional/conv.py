@@ -32,11 +32,11 @@ class Conv2d(Function):
     backward: recomputing a chunk's im2col costs less than writing and re-reading the whole batch's.
     A backend with `keep_columns` (the GPU, where each launch costs more than the memory) keeps it.
 
-    A backend with `direct_conv` (the CPU) runs forward without the column matrix where its direct
-    convolution fits (stride 1, no dilation, one group, at least 8 output channels; kernels/conv_direct.py).
-    Backward stays on the columns: the image gradient as the same direct kernel (gy padded by KH-1,
-    KW-1, W's channels swapped and taps flipped) measured slower than W^T @ gy + col2im on every eip4
-    layer (benchmarks/README.md).
+    A backend with `direct_conv` (the CPU) runs stride-1, undilated, one-group layers without the column matrix
+    where a register tile fits: forward by its direct convolution (kernels/conv_direct.py, conv_lanes.py; at least
+    8 output channels), backward by conv2d_direct_grads (kernels/conv_direct_grad.py: the image gradient for at
+    least 8 input channels, the weight gradient for at least 8 output channels and 3-wide kernels); what does
+    not fit goes through the columns. Lesson 11 (docs/11-direct-convolution.md) follows how.
 
     Two shapes need no columns at all, on every backend: a 1x1 kernel (stride 1, no padding) is a matrix
     product over channels, and a kernel as large as the unpadded image (eip4's last layer: one output

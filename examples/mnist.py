@@ -38,6 +38,7 @@ from minicnn.data import load_mnist  # noqa: E402
 from minicnn.models import get_model, RECIPES  # noqa: E402
 from minicnn.nn import summary  # noqa: E402
 from minicnn.training import Trainer, to_device_dataset  # noqa: E402
+from minicnn.kernels.cpu import kernels_cached  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -132,6 +133,9 @@ def main(argv=None):
     summary(trainer.model, (1, 28, 28))
     split = "val" if args.validation else "test"
     mode = (" (CUDA graph)" if trainer.cuda_graph else " (eager)") if args.device == "gpu" else ""
+    if args.device == "cpu" and not kernels_cached():
+        print("first run here: Numba compiles minicnn's kernels during the first step (about a minute on 2 cores); "
+              "they stay in Numba's disk cache for later runs")
     print(f"recipe: {json.dumps(recipe)}  device: {args.device}{mode}  seed: {args.seed}  "
           f"train {len(train[0])} images, evaluated on {len(test[0])} {split} images")
     if resume_state is not None:

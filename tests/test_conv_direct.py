@@ -252,3 +252,15 @@ def test_the_lanes_tile_file_is_what_the_generator_writes():
     import minicnn.kernels.conv_lanes_tile as tile
     with open(tile.__file__) as f:
         assert f.read() == conv_lanes.tile_source(), "kernels/conv_lanes_tile.py is out of date with conv_lanes.tile_source()"
+
+
+def test_kernels_cached_reads_numbas_index_file_of_the_slowest_tile(monkeypatch):
+    """examples/mnist.py warns of the first step's compilation when Numba's cache lacks the lanes tile; the check must
+    reach the index file (a missing file reads False), not fall into its fallback."""
+    cpu = cpu_kernels_or_skip()
+    conv_lanes._compiled("forward", (1, 2, 8))          # compiled, hence written to the cache
+    assert cpu.kernels_cached() is True
+    seen = []
+    monkeypatch.setattr(cpu.os.path, "exists", lambda path: seen.append(path) or False)
+    assert cpu.kernels_cached() is False
+    assert len(seen) == 1 and seen[0].endswith(".nbi") and "conv2d_lanes_tile_1x2x8" in seen[0]

@@ -38,7 +38,7 @@ from minicnn.data import load_mnist  # noqa: E402
 from minicnn.models import get_model, RECIPES  # noqa: E402
 from minicnn.nn import summary  # noqa: E402
 from minicnn.training import Trainer, to_device_dataset  # noqa: E402
-from minicnn.kernels.cpu import kernels_cached  # noqa: E402
+from minicnn.kernels.conv_lanes import cached_on_disk  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -133,7 +133,7 @@ def main(argv=None):
     summary(trainer.model, (1, 28, 28))
     split = "val" if args.validation else "test"
     mode = (" (CUDA graph)" if trainer.cuda_graph else " (eager)") if args.device == "gpu" else ""
-    if args.device == "cpu" and not kernels_cached():
+    if args.device == "cpu" and not cached_on_disk():
         print("first run here: Numba compiles minicnn's kernels during the first step (about a minute on 2 cores); "
               "they stay in Numba's disk cache for later runs")
     print(f"recipe: {json.dumps(recipe)}  device: {args.device}{mode}  seed: {args.seed}  "

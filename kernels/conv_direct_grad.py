@@ -50,7 +50,7 @@ import numba
 import numpy as np
 from numba import njit
 
-from .conv_direct import conv2d_direct_plain, fits as direct_fits, image_rows, run_tile, u, unrows
+from .conv_direct import fits as direct_fits, image_rows, run_tile, u, unrows
 from .conv_lanes import conv2d_weight_grad_lanes, weight_grad_fits as lanes_weight_grad_fits
 from .simd import compile_vectorized
 
@@ -230,11 +230,7 @@ def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True, gx=
             gx = np.empty((N, C, H, W), dtype=x.dtype)
         rows = gr.shape[1] // WP
         wide = np.empty((1, C, rows - KH + 1, WP), dtype=x.dtype)
-        tall = gr.reshape(1, OC, rows, WP)
-        if direct_fits(C, rows, WP, KH, KW):
-            run_tile(tall, wt, wide)
-        else:
-            conv2d_direct_plain(tall, wt, wide)
+        run_tile(gr.reshape(1, OC, rows, WP), wt, wide)   # the plain loop where the tile does not fit
         unrows(wide, WP - (KW - 1), HP, WP, PH, PW, np.zeros(C, x.dtype), gx)
     return gx, gw, gb
 

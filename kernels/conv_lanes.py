@@ -30,6 +30,7 @@ of compilation, so it was left out (benchmarks/README.md, session 8). The tiles 
 vectorizer off, like conv_direct's, each on first use. They serve float32 only: 16 lanes are 16 float32
 in a 512-bit register (a float64 vector holds 8), and float64 keeps conv_direct's tiles.
 """
+import os
 import threading
 
 import numba
@@ -205,6 +206,18 @@ def conv2d_weight_grad_lanes(xp, gy):
     gwt = np.empty((C, 3, 3, LANES), dtype=xp.dtype)
     _compiled("weight", 2 if C >= 2 else 1)(np.ascontiguousarray(xp), gyl, gwt)
     return np.ascontiguousarray(gwt.transpose(3, 0, 1, 2))
+
+
+def cached_on_disk():
+    """False when Numba's disk cache does not hold this module's first forward tile yet, the slowest of minicnn's
+    kernels to compile: the first training step will compile the kernels (about a minute on 2 cores, once per
+    machine and install). Reads Numba's private cache layout; if that changes, says True (nothing to warn
+    about) rather than fail."""
+    try:
+        from .conv_lanes_tile import conv2d_lanes_tile_1x2x8 as tile
+        return os.path.exists(tile._cache._cache_file._index_path)
+    except Exception:
+        return True
 
 
 if __name__ == "__main__":

@@ -1,6 +1,4 @@
 """The CPU backend: every Numba kernel of minicnn under its contract name (the GPU backend, gpu.py, has the same names)."""
-import os
-
 from .im2col import im2col, col2im, im2col_wide, col2im_wide  # noqa: F401
 from .pool import max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward  # noqa: F401
 from .affine import affine_warp  # noqa: F401
@@ -20,13 +18,3 @@ direct_conv = True    # stride-1 convolutions with enough channels: no columns (
 keep_columns = False  # recompute im2col in backward: a chunk's columns are cheaper to rebuild than to keep (cache)
 weight_grad_columns_first = True  # the weight gradient as (col @ gy^T)^T: BLAS runs that orientation about 2x faster
 
-
-def kernels_cached():
-    """False when Numba's disk cache does not hold the slowest-compiling tile yet: the first training step will
-    compile the kernels (about a minute on 2 cores, once per machine and install). Reads Numba's private cache
-    layout; if that changes, says True (nothing to warn about) rather than fail."""
-    try:
-        from .conv_lanes_tile import conv2d_lanes_tile_1x2x8 as tile
-        return os.path.exists(tile._cache._cache_file._index_path)
-    except Exception:
-        return True

@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 import minicnn.functional as F
 from minicnn.kernels import conv_direct, conv_lanes
-from minicnn.kernels.conv_direct import (CB, TWS, conv2d_direct, conv2d_direct_plain, fits, image_rows, out_wide,
+from minicnn.kernels.conv_direct import (CB, MIN_Q, TW, conv2d_direct, conv2d_direct_plain, fits, image_rows, out_wide,
                                          tile_source, unrows)
 from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, run_conv
 
@@ -67,18 +67,18 @@ def test_tile_covers_overlapping_blocks_on_eip4s_second_layer_shape(rng):
     """OC = 10 (blocks at channels 0 and 2) and Q = 24*26 - 2 = 622 (the last wide tile starts at 590, not 608)."""
     x = rng.standard_normal((2, 3, 26, 26)).astype(np.float32)
     w = rng.standard_normal((10, 3, 3, 3)).astype(np.float32)
-    assert fits(10, 26, 26, 3, 3) and out_wide(26, 26, 3, 3)[1] % TWS[0] != 0
+    assert fits(10, 26, 26, 3, 3) and out_wide(26, 26, 3, 3)[1] % TW != 0
     np.testing.assert_allclose(conv2d_direct(x, w), F.conv2d_reference(x, w), rtol=RTOL_F32, atol=ATOL_F32)
 
 
 @pytest.mark.parametrize("N", [1, 3, 20])
 def test_small_images_laid_end_to_end_match_the_definition(N, rng):
-    """6x6 images: Q = 4*6 - 2 = 22 < 32, so the batch is one tall image (image_rows) run by the wide tile; the
-    outputs between images are garbage that unrows must skip."""
+    """6x6 images: Q = 4*6 - 2 = 22 < 32, so the batch is one tall image (image_rows) run by the tile; the outputs
+    between images are garbage that unrows must skip."""
     x = rng.standard_normal((N, 5, 6, 6)).astype(np.float32)
     w = rng.standard_normal((11, 5, 3, 3)).astype(np.float32)
     b = rng.standard_normal(11).astype(np.float32)
-    assert out_wide(6, 6, 3, 3)[1] < TWS[0]
+    assert MIN_Q <= out_wide(6, 6, 3, 3)[1] < TW
     np.testing.assert_allclose(conv2d_direct(x, w, b), F.conv2d_reference(x, w, b), rtol=RTOL_F32, atol=ATOL_F32)
 
 
@@ -107,7 +107,7 @@ def test_plain_loop_serves_shapes_the_tile_does_not_fit(rng):
 
 
 def test_fits_needs_enough_channels_and_positions():
-    assert fits(CB, 6, 6, 3, 3)                         # Q = 4*6 - 2 = 22 >= 16, the narrow tile
+    assert fits(CB, 6, 6, 3, 3)                         # Q = 4*6 - 2 = 22 >= 16: laid end to end
     assert not fits(CB - 1, 6, 6, 3, 3)                 # too few output channels for a block
     assert not fits(CB, 5, 5, 3, 3)                     # Q = 3*5 - 2 = 13 < 16
     assert not fits(CB, 2, 9, 3, 3)                     # kernel taller than the image: no output row
@@ -133,9 +133,8 @@ def test_first_calls_from_several_threads_leave_numbas_settings_as_they_were(mon
     import threading
     import time
     from minicnn.kernels import conv_tile
-    for tw in TWS:
-        tile = getattr(conv_tile, f"conv2d_direct_tile_{CB}x{tw}")
-        monkeypatch.setattr(tile, "compile", lambda sig, real=tile.compile: time.sleep(0.05) or real(sig))
+    tile = getattr(conv_tile, f"conv2d_direct_tile_{CB}x{TW}")
+    monkeypatch.setattr(tile, "compile", lambda sig, real=tile.compile: time.sleep(0.05) or real(sig))
     before = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
     x, w = rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((CB, 2, 3, 3))
     results = []
@@ -254,13 +253,12 @@ def test_the_lanes_tile_file_is_what_the_generator_writes():
         assert f.read() == conv_lanes.tile_source(), "kernels/conv_lanes_tile.py is out of date with conv_lanes.tile_source()"
 
 
-def test_kernels_cached_reads_numbas_index_file_of_the_slowest_tile(monkeypatch):
+def test_cached_on_disk_reads_numbas_index_file_of_the_slowest_tile(monkeypatch):
     """examples/mnist.py warns of the first step's compilation when Numba's cache lacks the lanes tile; the check must
     reach the index file (a missing file reads False), not fall into its fallback."""
-    cpu = cpu_kernels_or_skip()
     conv_lanes._compiled("forward", (1, 2, 8))          # compiled, hence written to the cache
-    assert cpu.kernels_cached() is True
+    assert conv_lanes.cached_on_disk() is True
     seen = []
-    monkeypatch.setattr(cpu.os.path, "exists", lambda path: seen.append(path) or False)
-    assert cpu.kernels_cached() is False
+    monkeypatch.setattr(conv_lanes.os.path, "exists", lambda path: seen.append(path) or False)
+    assert conv_lanes.cached_on_disk() is False
     assert len(seen) == 1 and seen[0].endswith(".nbi") and "conv2d_lanes_tile_1x2x8" in seen[0]

@@ -17,4 +17,3 @@ wide_columns = True   # stride-1 convolutions use im2col_wide / col2im_wide (ker
 direct_conv = True    # stride-1 convolutions with enough channels: no columns (conv_direct.py, conv_direct_grad.py)
 keep_columns = False  # recompute im2col in backward: a chunk's columns are cheaper to rebuild than to keep (cache)
 weight_grad_columns_first = True  # the weight gradient as (col @ gy^T)^T: BLAS runs that orientation about 2x faster
-

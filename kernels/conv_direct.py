@@ -40,14 +40,12 @@ layer with it (directly, laid end to end, or with the output channels as lanes: 
 
 The same tile also computes the image gradient in backward (conv_direct_grad.py).
 """
-import threading
-
 import numba
 import numpy as np
 from numba import njit
 
 from .conv_lanes import conv2d_lanes, pick as lanes_pick
-from .simd import compile_vectorized
+from .simd import compile_once
 
 CB = 8      # output channels per tile
 TW = 32     # consecutive wide-grid positions per tile
@@ -156,20 +154,11 @@ def run_tile(x, w, out):
         conv2d_direct_plain(x, w, out)
 
 
-_ready = set()
-_compile_lock = threading.Lock()
-
-
 def _compiled(dtype):
-    """The tile for this dtype, compiled (or loaded from Numba's cache) with SLP on, loop vectorizer off."""
+    """The tile for this dtype, compiled (or loaded from Numba's cache) with SLP on, loop vectorizer off, once."""
     from . import conv_tile
-    tile = getattr(conv_tile, f"conv2d_direct_tile_{CB}x{TW}")
-    with _compile_lock:   # the engine's first call comes from several threads at once: compile once
-        if dtype not in _ready:
-            arr = numba.from_dtype(dtype)[:, :, :, ::1]
-            compile_vectorized([tile], (arr, arr, arr), slp=True, loop=False)
-            _ready.add(dtype)
-    return tile
+    return compile_once(getattr(conv_tile, f"conv2d_direct_tile_{CB}x{TW}"), dtype,
+                        lambda nb: (nb[:, :, :, ::1],) * 3, slp=True, loop=False)
 
 
 # The copies below walk flat arrays with unsigned indices (`u`): no array view per row or image (each

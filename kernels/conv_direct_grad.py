@@ -44,15 +44,13 @@ For float32 layers with exactly 16 output channels and 3x3 kernels, conv_lanes.p
 taken instead: it sums over real outputs only, where the rows also walk the KH-1 rows and KW-1
 columns of zeros of each image (on eip4's 8x8 layer, 64 positions for 36 outputs).
 """
-import threading
-
 import numba
 import numpy as np
 from numba import njit
 
 from .conv_direct import fits as direct_fits, image_rows, run_tile, u, unrows
 from .conv_lanes import conv2d_weight_grad_lanes, weight_grad_fits as lanes_weight_grad_fits
-from .simd import compile_vectorized
+from .simd import compile_once
 
 CB = 8       # output channels per tile
 KW_TILE = 3  # the tile's row of taps, unrolled
@@ -172,21 +170,13 @@ def image_grad_fits(C, H, W, KH, KW, PH, PW):
     return direct_fits(C, H + 2 * PH + KH, W + 2 * PW, KH, KW)
 
 
-_ready = set()
-_compile_lock = threading.Lock()
-
-
 def _weight_tile(dtype):
-    """The weight gradient's tile for this dtype, compiled (or loaded from Numba's cache) with the loop vectorizer on."""
+    """The weight gradient's tile for this dtype, compiled (or loaded from Numba's cache) with the loop vectorizer on,
+    once."""
     from . import conv_grad_tile
-    tile = getattr(conv_grad_tile, f"weight_grad_tile_{CB}x{KW_TILE}")
-    with _compile_lock:
-        if dtype not in _ready:
-            nb = numba.from_dtype(dtype)
-            compile_vectorized([tile], (nb[:, ::1], nb[:, ::1], numba.int64, numba.int64, numba.int64, numba.int64,
-                                        nb[:, :, :, ::1]), slp=False, loop=True)
-            _ready.add(dtype)
-    return tile
+    return compile_once(getattr(conv_grad_tile, f"weight_grad_tile_{CB}x{KW_TILE}"), dtype,
+                        lambda nb: (nb[:, ::1], nb[:, ::1], numba.int64, numba.int64, numba.int64, numba.int64,
+                                    nb[:, :, :, ::1]), slp=False, loop=True)
 
 
 def flipped_weights(w):

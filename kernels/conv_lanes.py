@@ -35,12 +35,10 @@ The weight gradient has a lanes tile too (`conv2d_weight_grad_lanes`, used by co
 output position broadcasts its 18 image values and adds gy's 16 channels there (one vector load).
 """
 import os
-import threading
 
-import numba
 import numpy as np
 
-from .simd import compile_vectorized
+from .simd import compile_once
 
 LANES = 16                               # output channels per tile: one 512-bit vector of float32
 BLOCKS = ((1, 2, 8), (1, 4, 4))          # (images, rows, columns) of real outputs per tile: 16 positions
@@ -164,23 +162,17 @@ def pick(dtype, N, OC, OH, OW, wide_positions):
     return best
 
 
-_ready = set()
-_compile_lock = threading.Lock()
-
-
 def _compiled(kind, key):
     """The float32 tile of `kind` ("forward": key (I, R, T); "weight": key CC), compiled on first use (or loaded from
     Numba's cache) with SLP on and the loop vectorizer off."""
     from . import conv_lanes_tile
-    name = "conv2d_lanes_tile_%dx%dx%d" % key if kind == "forward" else f"weight_grad_lanes_tile_{key}x3x3"
-    tile = getattr(conv_lanes_tile, name)
-    with _compile_lock:
-        if name not in _ready:
-            arr = numba.float32[:, :, :, ::1]
-            signature = (arr, arr, numba.float32[::1], arr) if kind == "forward" else (arr, arr, arr)
-            compile_vectorized([tile], signature, slp=True, loop=False)
-            _ready.add(name)
-    return tile
+    if kind == "forward":
+        tile, signature_of = getattr(conv_lanes_tile, "conv2d_lanes_tile_%dx%dx%d" % key), \
+            lambda nb: (nb[:, :, :, ::1], nb[:, :, :, ::1], nb[::1], nb[:, :, :, ::1])
+    else:
+        tile, signature_of = getattr(conv_lanes_tile, f"weight_grad_lanes_tile_{key}x3x3"), \
+            lambda nb: (nb[:, :, :, ::1],) * 3
+    return compile_once(tile, np.dtype(np.float32), signature_of, slp=True, loop=False)
 
 
 def conv2d_lanes(x, w, b, out, block):

@@ -38,7 +38,8 @@ def use_512_bit_vectors(typingctx):
     return types.void(), codegen
 
 
-_flags_lock = threading.Lock()
+_flags_lock = threading.RLock()   # compile_once holds it around compile_vectorized
+_ready = set()   # (function, dtype) pairs compile_once has compiled
 
 
 def compile_vectorized(functions, signature, slp, loop):
@@ -56,3 +57,16 @@ def compile_vectorized(functions, signature, slp, loop):
                 f.compile(signature)
         finally:
             numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = saved
+
+
+def compile_once(function, dtype, signature_of, slp, loop):
+    """`function`, compiled by compile_vectorized for signature_of(Numba's type of dtype) the first time it is asked
+    for with this dtype; later calls only look it up. The engine's first call comes from several threads at
+    once: the check is repeated under the lock, so each pair is compiled once."""
+    key = (function, dtype)
+    if key not in _ready:
+        with _flags_lock:
+            if key not in _ready:
+                compile_vectorized([function], signature_of(numba.from_dtype(dtype)), slp, loop)
+                _ready.add(key)
+    return function

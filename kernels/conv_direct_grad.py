@@ -202,17 +202,17 @@ def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True, gx=
     if need_x or (need_w and not lanes):
         gr, gb = grad_rows(gy, KH, HP, WP)
     gw = None
-    if need_w:
-        if lanes:   # float32, 16 output channels: the lanes tile, over real outputs only (conv_lanes.py)
-            xp = x if PH == PW == 0 else np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    if need_w and weight_grad_fits(OC, KW) and not lanes:
+        gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
+        P = N * HP * WP - ((KH - 1) * WP + KW - 1)   # the last positions of gr are 0: stop where xr would end
+        _weight_tile(x.dtype)(image_rows(x, KH, PH, PW), gr, KH * WP, P, WP, KH, gw)
+    elif need_w:   # the lanes tile (float32, 16 output channels: over real outputs only, conv_lanes.py), else the loops
+        xp = x if PH == PW == 0 else np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+        if lanes:
             gw = conv2d_weight_grad_lanes(xp, gy)
-        elif weight_grad_fits(OC, KW):
-            gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
-            P = N * HP * WP - ((KH - 1) * WP + KW - 1)   # the last positions of gr are 0: stop where xr would end
-            _weight_tile(x.dtype)(image_rows(x, KH, PH, PW), gr, KH * WP, P, WP, KH, gw)
         else:
             gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
-            conv2d_weight_grad_plain(np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW))), gy, gw)
+            conv2d_weight_grad_plain(xp, gy, gw)
     if gb is None:
         gb = gy.sum(axis=(0, 2, 3), dtype=np.float64)
     if need_x:

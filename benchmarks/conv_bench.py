@@ -16,6 +16,7 @@ Threads: numba.set_num_threads and torch.set_num_threads get --threads; BLAS is 
 is installed, otherwise an explicit --threads is passed to BLAS through OPENBLAS/OMP/MKL_NUM_THREADS (unless set).
 """
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -80,26 +81,29 @@ except ImportError:
     torch = None
 
 
-def without_direct(timer):
-    """timer with the CPU backend's direct convolution switched off: im2col + GEMM in forward and backward."""
+@contextlib.contextmanager
+def columns_only():
+    """The CPU backend's direct convolution switched off inside: im2col + GEMM in forward and backward."""
     from minicnn.kernels import cpu
+    saved, cpu.direct_conv = cpu.direct_conv, False
+    try:
+        yield
+    finally:
+        cpu.direct_conv = saved
 
-    def run(fn, setup):
-        def wrapped_setup():
-            saved, cpu.direct_conv = cpu.direct_conv, False
-            try:
-                return setup()
-            finally:
-                cpu.direct_conv = saved
 
-        def wrapped(s):
-            saved, cpu.direct_conv = cpu.direct_conv, False
-            try:
-                fn(s)
-            finally:
-                cpu.direct_conv = saved
-        return wrapped, wrapped_setup
-    return timer if timer is None else run(*timer)
+def without_direct(timer):
+    """(fn, setup) with both run through the columns (columns_only)."""
+    fn, setup = timer
+
+    def wrapped_setup():
+        with columns_only():
+            return setup()
+
+    def wrapped(s):
+        with columns_only():
+            fn(s)
+    return wrapped, wrapped_setup
 
 
 def bench_minicnn_im2col(x, w, b, gy):

@@ -44,12 +44,17 @@ import numba
 import numpy as np
 from numba import njit
 
+from numba import prange
+
+from . import conv_tile
 from .conv_lanes import conv2d_lanes, pick as lanes_pick
+from .parallel import images_per_chunk
 from .simd import compile_once
 
 CB = 8      # output channels per tile
 TW = 32     # consecutive wide-grid positions per tile
 MIN_Q = 16  # fewer positions per image: the plain loop (from MIN_Q to TW - 1 the images are laid end to end)
+_TILE = getattr(conv_tile, f"conv2d_direct_tile_{CB}x{TW}", None)   # None while CB, TW and the generated file differ
 
 
 @njit(cache=True)
@@ -143,22 +148,22 @@ def fits(OC, H, W, KH, KW):
     return OC >= CB and OH >= 1 and Q >= MIN_Q
 
 
+def _compiled(dtype):
+    """The tile for this dtype, compiled (or loaded from Numba's cache) with SLP on, loop vectorizer off, once.
+    Called before any kernel that calls the tile is compiled, so that those link this compilation of it."""
+    return compile_once(_TILE, dtype, lambda nb: (nb[:, :, :, ::1],) * 3, slp=True, loop=False)
+
+
+@njit(cache=True, nogil=True)
 def run_tile(x, w, out):
     """The wide grid (N, OC, OH, W) of x correlated with w into out: the tile where the grid holds TW positions and
-    OC >= CB, else the plain loop."""
+    OC >= CB, else the plain loop. Compile the tile first (`_compiled`): this kernel links whatever is compiled."""
     N, C, H, W = x.shape
     OC, _, KH, KW = w.shape
     if OC >= CB and out_wide(H, W, KH, KW)[1] >= TW:
-        _compiled(x.dtype)(x, w, out)
+        _TILE(x, w, out)
     else:
         conv2d_direct_plain(x, w, out)
-
-
-def _compiled(dtype):
-    """The tile for this dtype, compiled (or loaded from Numba's cache) with SLP on, loop vectorizer off, once."""
-    from . import conv_tile
-    return compile_once(getattr(conv_tile, f"conv2d_direct_tile_{CB}x{TW}"), dtype,
-                        lambda nb: (nb[:, :, :, ::1],) * 3, slp=True, loop=False)
 
 
 # The copies below walk flat arrays with unsigned indices (`u`): no array view per row or image (each
@@ -222,7 +227,34 @@ def unrows(wide, q0, HP, WP, PH, PW, b, out):
                     dst[d + u(j)] = src[s + u(j)] + bias
 
 
-def conv2d_direct(x, w, b=None, out=None):
+@njit(cache=True, nogil=True, parallel=True)
+def wide_chunks(x, w, b, out, per):
+    """out (N, OC, OH, OW) <- x correlated with w, + b: chunks of `per` images on Numba's threads, each on its wide grid
+    (run_tile), then its valid columns (crop_add_bias)."""
+    N, C, H, W = x.shape
+    OC, _, KH, KW = w.shape
+    for k in prange(-(-N // per)):
+        n0, n1 = k * per, min(N, k * per + per)
+        wide = np.empty((n1 - n0, OC, H - KH + 1, W), dtype=x.dtype)
+        run_tile(x[n0:n1], w, wide)
+        crop_add_bias(wide, b, out[n0:n1])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def rows_chunks(x, w, b, out, per):
+    """As wide_chunks, but each chunk's images laid end to end first (image_rows) and run as one tall image."""
+    N, C, H, W = x.shape
+    OC, _, KH, KW = w.shape
+    for k in prange(-(-N // per)):
+        n0, n1 = k * per, min(N, k * per + per)
+        xr = image_rows(x[n0:n1], KH, 0, 0)
+        rows = xr.shape[1] // W
+        wide = np.empty((1, OC, rows - KH + 1, W), dtype=x.dtype)
+        run_tile(xr.reshape(1, C, rows, W), w, wide)
+        unrows(wide, KH * W, H, W, 0, 0, b, out[n0:n1])
+
+
+def conv2d_direct(x, w, b=None):
     """y (N, OC, OH, OW) = x (N, C, H, W) correlated with w (OC, C, KH, KW), plus b (OC,); stride 1, x padded.
 
     Float32 layers with 16 output channels whose wide grid wastes more than the lanes do go to conv_lanes.py.
@@ -231,7 +263,7 @@ def conv2d_direct(x, w, b=None, out=None):
     Images with fewer than TW positions (but at least MIN_Q) are laid end to end first (`image_rows`), as one
     tall image: its wide grid holds the batch's outputs with KH-1 garbage rows between images, the tile runs
     over all of them at once, and `unrows` keeps the valid ones.
-    `out` may be a view (the caller's chunk of a batch's output) with the image axis leading and contiguous rows.
+    The batch runs in chunks of images (parallel.images_per_chunk) on Numba's threads, one call for all.
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w, dtype=x.dtype)
     N, C, H, W = x.shape
@@ -241,23 +273,18 @@ def conv2d_direct(x, w, b=None, out=None):
     OH, Q = out_wide(H, W, KH, KW)
     if OH < 1 or Q < 1:
         raise ValueError(f"conv2d_direct: kernel {KH}x{KW} larger than the image {H}x{W}")
-    if out is None:
-        out = np.empty((N, OC, OH, W - KW + 1), dtype=x.dtype)
-    b = np.zeros(OC, x.dtype) if b is None else b.astype(x.dtype, copy=False)
+    out = np.empty((N, OC, OH, W - KW + 1), dtype=x.dtype)
+    b = np.zeros(OC, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     wide_per_image = H * W if Q < TW else -(-Q // TW) * TW   # positions the wide grid computes
+    per = images_per_chunk(N, (C * H * W + OC * wide_per_image) * x.dtype.itemsize)
     block = lanes_pick(x.dtype, N, OC, OH, W - KW + 1, 0.9 * wide_per_image)
     if block is not None:   # output channels as the lanes, no wide grid (conv_lanes.py)
-        return conv2d_lanes(x, w, b, out, block)
+        return conv2d_lanes(x, w, b, out, block, per)
+    _compiled(x.dtype)
     if OC >= CB and MIN_Q <= Q < TW:
-        xr = image_rows(x, KH, 0, 0)
-        rows = xr.shape[1] // W
-        wide = np.empty((1, OC, rows - KH + 1, W), dtype=x.dtype)
-        run_tile(xr.reshape(1, C, rows, W), w, wide)
-        unrows(wide, KH * W, H, W, 0, 0, b, out)
-        return out
-    wide = np.empty((N, OC, OH, W), dtype=x.dtype)
-    run_tile(x, w, wide)
-    crop_add_bias(wide, b, out)
+        rows_chunks(x, w, b, out, per)
+    else:
+        wide_chunks(x, w, b, out, per)
     return out
 
 

@@ -46,15 +46,18 @@ columns of zeros of each image (on eip4's 8x8 layer, 64 positions for 36 outputs
 """
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .conv_direct import fits as direct_fits, image_rows, run_tile, u, unrows
+from . import conv_grad_tile
+from .conv_direct import _compiled as _forward_tile, fits as direct_fits, image_rows, run_tile, u, unrows
 from .conv_lanes import conv2d_weight_grad_lanes, weight_grad_fits as lanes_weight_grad_fits
+from .parallel import images_per_chunk, sum_in_order
 from .simd import compile_once
 
 CB = 8       # output channels per tile
 KW_TILE = 3  # the tile's row of taps, unrolled
 BP = 1024    # row positions per block
+_TILE = getattr(conv_grad_tile, f"weight_grad_tile_{CB}x{KW_TILE}", None)   # None while the generated file differs
 
 
 @njit(cache=True, nogil=True)
@@ -173,8 +176,7 @@ def image_grad_fits(C, H, W, KH, KW, PH, PW):
 def _weight_tile(dtype):
     """The weight gradient's tile for this dtype, compiled (or loaded from Numba's cache) with the loop vectorizer on,
     once."""
-    from . import conv_grad_tile
-    return compile_once(getattr(conv_grad_tile, f"weight_grad_tile_{CB}x{KW_TILE}"), dtype,
+    return compile_once(_TILE, dtype,
                         lambda nb: (nb[:, ::1], nb[:, ::1], numba.int64, numba.int64, numba.int64, numba.int64,
                                     nb[:, :, :, ::1]), slp=False, loop=True)
 
@@ -184,44 +186,67 @@ def flipped_weights(w):
     return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
-def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True, gx=None):
+@njit(cache=True, nogil=True, parallel=True)
+def grads_chunks(x, gy, wt, KH, PH, PW, need_x, rows_w, gx, gw_parts, gb_parts, per):
+    """Chunk k of `per` images, on Numba's threads: gy laid out as rows (grad_rows: gb_parts[k] on the way), then
+    the weight gradient by the rows tile into gw_parts[k] (if rows_w) and the image gradient into gx (if need_x)."""
+    N, C, H, W = x.shape
+    OC, OW = gy.shape[1], gy.shape[3]
+    HP, WP = H + 2 * PH, W + 2 * PW
+    KW = WP - OW + 1
+    for k in prange(-(-N // per)):
+        n0, n1 = k * per, min(N, k * per + per)
+        gr, gb = grad_rows(gy[n0:n1], KH, HP, WP)
+        gb_parts[k] = gb
+        if rows_w:
+            P = (n1 - n0) * HP * WP - ((KH - 1) * WP + KW - 1)   # the last positions of gr are 0: stop where xr ends
+            _TILE(image_rows(x[n0:n1], KH, PH, PW), gr, KH * WP, P, WP, KH, gw_parts[k])
+        if need_x:
+            rows = gr.shape[1] // WP
+            wide = np.empty((1, C, rows - KH + 1, WP), dtype=x.dtype)
+            run_tile(gr.reshape(1, OC, rows, WP), wt, wide)   # the plain loop where the tile does not fit
+            unrows(wide, WP - (KW - 1), HP, WP, PH, PW, np.zeros(C, dtype=x.dtype), gx[n0:n1])
+
+
+def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True):
     """(gx (N, C, H, W), gw (OC, C, KH, KW), gb (OC,) float64) of y = conv2d(x, w, padding=(PH, PW)), stride 1.
 
     x (N, C, H, W) unpadded; gy (N, OC, OH, OW); wt = flipped_weights(w) (used only for gx). gx and gw are
-    None where not asked; gx may be given (a view: the caller's chunk of the batch's gradient).
+    None where not asked. The batch runs in chunks of images (parallel.images_per_chunk) on Numba's threads,
+    one call for all; the chunks' weight and bias gradients are added in chunk order (the same bits every run).
     """
     x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy, dtype=x.dtype)
+    wt = np.ascontiguousarray(wt, dtype=x.dtype)
     N, C, H, W = x.shape
     N2, OC, OH, OW = gy.shape
     HP, WP = H + 2 * PH, W + 2 * PW
     if N2 != N or (OH, OW) != (HP - KH + 1, WP - KW + 1):
         raise ValueError(f"conv2d_direct_grads: gy has shape {gy.shape}, expected ({N}, OC, {HP - KH + 1}, "
                          f"{WP - KW + 1}) for x {x.shape}, padding ({PH}, {PW}) and a {KH}x{KW} kernel")
+    per = images_per_chunk(N, (2 * C * HP * WP + 2 * OC * HP * WP) * x.dtype.itemsize)
     lanes = need_w and lanes_weight_grad_fits(x.dtype, OC, KH, KW)
-    gr = gb = None
-    if need_x or (need_w and not lanes):
-        gr, gb = grad_rows(gy, KH, HP, WP)
-    gw = None
-    if need_w and weight_grad_fits(OC, KW) and not lanes:
-        gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
-        P = N * HP * WP - ((KH - 1) * WP + KW - 1)   # the last positions of gr are 0: stop where xr would end
-        _weight_tile(x.dtype)(image_rows(x, KH, PH, PW), gr, KH * WP, P, WP, KH, gw)
-    elif need_w:   # the lanes tile (float32, 16 output channels: over real outputs only, conv_lanes.py), else the loops
+    rows_w = need_w and not lanes and weight_grad_fits(OC, KW)
+    gx = gw = gb = None
+    if lanes:   # the lanes tile (float32, 16 output channels: over real outputs only, conv_lanes.py)
         xp = x if PH == PW == 0 else np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
-        if lanes:
-            gw = conv2d_weight_grad_lanes(xp, gy)
-        else:
-            gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
-            conv2d_weight_grad_plain(xp, gy, gw)
+        gw, gb = conv2d_weight_grad_lanes(xp, gy, per)
+    elif need_w and not rows_w:   # neither tile fits: the plain loops, one thread
+        xp = x if PH == PW == 0 else np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+        gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
+        conv2d_weight_grad_plain(xp, gy, gw)
+    if need_x or rows_w:
+        chunks = -(-N // per)
+        gx = np.empty((N, C, H, W), dtype=x.dtype) if need_x else np.empty((0, C, H, W), dtype=x.dtype)
+        gw_parts = np.empty((chunks if rows_w else 0, OC, C, KH, KW), dtype=x.dtype)
+        gb_parts = np.empty((chunks, OC))
+        _forward_tile(x.dtype), _weight_tile(x.dtype)   # before the driver that links them is compiled
+        grads_chunks(x, gy, wt, KH, PH, PW, need_x, rows_w, gx, gw_parts, gb_parts, per)
+        gx = gx if need_x else None
+        if rows_w:
+            gw = sum_in_order(gw_parts)
+        gb = sum_in_order(gb_parts)
     if gb is None:
         gb = gy.sum(axis=(0, 2, 3), dtype=np.float64)
-    if need_x:
-        if gx is None:
-            gx = np.empty((N, C, H, W), dtype=x.dtype)
-        rows = gr.shape[1] // WP
-        wide = np.empty((1, C, rows - KH + 1, WP), dtype=x.dtype)
-        run_tile(gr.reshape(1, OC, rows, WP), wt, wide)   # the plain loop where the tile does not fit
-        unrows(wide, WP - (KW - 1), HP, WP, PH, PW, np.zeros(C, x.dtype), gx)
     return gx, gw, gb
 
 

@@ -36,13 +36,23 @@ output position broadcasts its 18 image values and adds gy's 16 channels there (
 """
 import os
 
+import numba
 import numpy as np
+from numba import njit, prange
 
+from . import conv_lanes_tile
+from .parallel import sum_in_order
 from .simd import compile_once
 
 LANES = 16                               # output channels per tile: one 512-bit vector of float32
 BLOCKS = ((1, 2, 8), (1, 4, 4))          # (images, rows, columns) of real outputs per tile: 16 positions
 CHANNEL_BLOCKS = (2, 1)  # input channels per weight-gradient tile: 2 x 9 taps = 18 sums, 1 x 9 where C = 1
+# The tiles by name, for the chunk drivers below (None while BLOCKS and the generated file differ).
+_FORWARD = [getattr(conv_lanes_tile, "conv2d_lanes_tile_%dx%dx%d" % block, None) for block in BLOCKS]
+_WEIGHT = [getattr(conv_lanes_tile, f"weight_grad_lanes_tile_{CC}x3x3", None) for CC in CHANNEL_BLOCKS]
+_FORWARD_0, _FORWARD_1 = _FORWARD
+_WEIGHT_2, _WEIGHT_1 = _WEIGHT
+u = numba.uint64   # unsigned flat indices, as in conv_direct.py's copies
 
 
 def each_lane(fmt, lanes):
@@ -164,21 +174,34 @@ def pick(dtype, N, OC, OH, OW, wide_positions):
 
 def _compiled(kind, key):
     """The float32 tile of `kind` ("forward": key (I, R, T); "weight": key CC), compiled on first use (or loaded from
-    Numba's cache) with SLP on and the loop vectorizer off."""
-    from . import conv_lanes_tile
+    Numba's cache) with SLP on and the loop vectorizer off; before the chunk drivers that call it are compiled."""
     if kind == "forward":
-        tile, signature_of = getattr(conv_lanes_tile, "conv2d_lanes_tile_%dx%dx%d" % key), \
+        tile, signature_of = _FORWARD[BLOCKS.index(key)], \
             lambda nb: (nb[:, :, :, ::1], nb[:, :, :, ::1], nb[::1], nb[:, :, :, ::1])
     else:
-        tile, signature_of = getattr(conv_lanes_tile, f"weight_grad_lanes_tile_{key}x3x3"), \
-            lambda nb: (nb[:, :, :, ::1],) * 3
+        tile, signature_of = _WEIGHT[CHANNEL_BLOCKS.index(key)], lambda nb: (nb[:, :, :, ::1],) * 3
     return compile_once(tile, np.dtype(np.float32), signature_of, slp=True, loop=False)
 
 
-def conv2d_lanes(x, w, b, out, block):
-    """out (N, OC, OH, OW) = x (N, C, H, W) correlated with w (OC, C, KH, KW) + b, by the tile of `block` (from pick)."""
+@njit(cache=True, nogil=True, parallel=True)
+def forward_chunks(x, wv, b, out, per, block):
+    """out <- the forward tile BLOCKS[block] over chunks of `per` images, on Numba's threads."""
+    N = x.shape[0]
+    for k in prange(-(-N // per)):
+        n0, n1 = k * per, min(N, k * per + per)
+        if block == 0:
+            _FORWARD_0(x[n0:n1], wv, b, out[n0:n1])
+        else:
+            _FORWARD_1(x[n0:n1], wv, b, out[n0:n1])
+
+
+def conv2d_lanes(x, w, b, out, block, per):
+    """out (N, OC, OH, OW) = x (N, C, H, W) correlated with w (OC, C, KH, KW) + b, by the tile of `block` (from pick),
+    in chunks of `per` images on Numba's threads."""
+    for key in BLOCKS:   # the driver links both tiles
+        _compiled("forward", key)
     wv = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
-    _compiled("forward", block)(x, wv, b, out)
+    forward_chunks(x, wv, b, out, per, BLOCKS.index(block))
     return out
 
 
@@ -187,21 +210,60 @@ def weight_grad_fits(dtype, OC, KH, KW):
     return dtype == np.float32 and OC == LANES and KH == KW == 3
 
 
-def conv2d_weight_grad_lanes(xp, gy):
-    """gw (16, C, 3, 3) of y = conv2d(xp, w), stride 1, xp padded, from gy (N, 16, OH, OW): only real outputs summed.
+@njit(cache=True, nogil=True, fastmath={'reassoc'})   # the bias gradient's sums split into vector lanes
+def channels_last(gy):
+    """(gyl (N, OH, OW, OC), gb (OC,) float64): gy with the channels last, and gy summed per channel on the way
+    (the bias gradient). Flat arrays, unsigned indices."""
+    N, OC, OH, OW = gy.shape
+    P = OH * OW
+    gyl = np.empty((N, OH, OW, OC), dtype=gy.dtype)
+    gb = np.zeros(OC)
+    src, dst = gy.reshape(gy.size), gyl.reshape(gyl.size)
+    for n in range(N):
+        for oc in range(OC):
+            s = 0.0
+            for p in range(P):
+                v = src[u((n * OC + oc) * P + p)]
+                dst[u((n * P + p) * OC + oc)] = v
+                s += v
+            gb[oc] += s
+    return gyl, gb
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def weight_grad_chunks(xp, gy, gwt_parts, gb_parts, per):
+    """gwt_parts[k] (C, 3, 3, 16) and gb_parts[k] (16,) of chunk k of `per` images, on Numba's threads."""
+    N, C = xp.shape[0], xp.shape[1]
+    for k in prange(-(-N // per)):
+        n0, n1 = k * per, min(N, k * per + per)
+        gyl, gb = channels_last(gy[n0:n1])
+        gb_parts[k] = gb
+        if C >= 2:
+            _WEIGHT_2(xp[n0:n1], gyl, gwt_parts[k])
+        else:
+            _WEIGHT_1(xp[n0:n1], gyl, gwt_parts[k])
+
+
+def conv2d_weight_grad_lanes(xp, gy, per):
+    """(gw (16, C, 3, 3), gb (16,) float64) of y = conv2d(xp, w), stride 1, xp padded, from gy (N, 16, OH, OW): only
+    real outputs summed; in chunks of `per` images on Numba's threads, the chunks' sums added in chunk order.
 
         gw[oc, c, kh, kw] = sum_{n, oh, ow} gy[n, oc, oh, ow] * xp[n, c, oh + kh, ow + kw]
 
     With the output channels as the lanes, every output position broadcasts its 9 (or 18) image values into
     9 (or 18) vectors of sums and adds gy's 16 channels at that position, one vector load (gy laid out with
-    the channels last: gyl[n, oh, ow, oc]). The sums run over the batch in registers, no reduction across
-    lanes, and only over real outputs (the rows of conv_direct_grad.py also walk the garbage positions).
+    the channels last: gyl[n, oh, ow, oc], by `channels_last`, which sums the bias gradient on the way). The
+    sums run over the chunk in registers, no reduction across lanes, and only over real outputs (the rows of
+    conv_direct_grad.py also walk the garbage positions).
     """
-    C = xp.shape[1]
-    gyl = np.ascontiguousarray(gy.transpose(0, 2, 3, 1))
-    gwt = np.empty((C, 3, 3, LANES), dtype=xp.dtype)
-    _compiled("weight", 2 if C >= 2 else 1)(np.ascontiguousarray(xp), gyl, gwt)
-    return np.ascontiguousarray(gwt.transpose(3, 0, 1, 2))
+    for CC in CHANNEL_BLOCKS:   # the driver links both tiles
+        _compiled("weight", CC)
+    N, C = xp.shape[:2]
+    chunks = -(-N // per)
+    gwt_parts = np.empty((chunks, C, 3, 3, LANES), dtype=xp.dtype)
+    gb_parts = np.empty((chunks, LANES))
+    weight_grad_chunks(np.ascontiguousarray(xp), np.ascontiguousarray(gy), gwt_parts, gb_parts, per)
+    return np.ascontiguousarray(sum_in_order(gwt_parts).transpose(3, 0, 1, 2)), sum_in_order(gb_parts)
 
 
 def cached_on_disk():

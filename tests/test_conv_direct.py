@@ -188,8 +188,7 @@ def test_engine_runs_forward_directly_and_matches_the_definition(dtype, padding,
     full = dict(stride=(1, 1), padding=(padding, padding) if isinstance(padding, int) else padding,
                 dilation=(1, 1), groups=1)
     PH, PW = full["padding"]
-    assert calls and all(shape[1:] == (9, 7 + 2 * PH, 8 + 2 * PW) for shape in calls)
-    assert sum(shape[0] for shape in calls) == 3   # the chunks cover the batch once
+    assert calls == [(3, 9, 7 + 2 * PH, 8 + 2 * PW)]   # one call, the whole batch padded (its chunks run inside)
     rtol, atol = (RTOL_F64, ATOL_F64) if dtype == np.float64 else (RTOL_F32, ATOL_F32)
     assert_matches_the_definition(x, w, b, y, gy, gx, gw, gb, full, rtol, atol)
 
@@ -210,9 +209,11 @@ def test_engine_keeps_im2col_where_the_direct_convolution_does_not_apply(OC, str
 # ---- output channels as the lanes (kernels/conv_lanes.py) ---------------------------------------------------
 @pytest.mark.parametrize("block", conv_lanes.BLOCKS)
 @SETTINGS
-@given(N=st.integers(1, 5), C=st.integers(1, 4), H=st.integers(4, 13), W=st.integers(6, 13), seed=st.integers(0, 2 ** 31))
-def test_lanes_tiles_match_the_definition(block, N, C, H, W, seed):
-    """Every block shape on images whose outputs are not a multiple of it: the last blocks overlap."""
+@given(N=st.integers(1, 5), C=st.integers(1, 4), H=st.integers(4, 13), W=st.integers(6, 13), per=st.integers(1, 5),
+       seed=st.integers(0, 2 ** 31))
+def test_lanes_tiles_match_the_definition(block, N, C, H, W, per, seed):
+    """Every block shape on images whose outputs are not a multiple of it (the last blocks overlap), in chunks of
+    `per` images (the last chunk shorter, or the only one)."""
     I, R, T = block
     assume(N >= I and H - 2 >= R and W - 2 >= T)
     rng = np.random.default_rng(seed)
@@ -220,7 +221,7 @@ def test_lanes_tiles_match_the_definition(block, N, C, H, W, seed):
     w = rng.standard_normal((conv_lanes.LANES, C, 3, 3)).astype(np.float32)
     b = rng.standard_normal(conv_lanes.LANES).astype(np.float32)
     out = np.empty((N, conv_lanes.LANES, H - 2, W - 2), np.float32)
-    conv_lanes.conv2d_lanes(x, w, b, out, block)
+    conv_lanes.conv2d_lanes(x, w, b, out, block, per)
     np.testing.assert_allclose(out, F.conv2d_reference(x, w, b), rtol=RTOL_F32, atol=ATOL_F32)
 
 
@@ -230,7 +231,7 @@ def test_conv2d_direct_takes_the_lanes_on_eip4s_small_layers(H, expected, monkey
     against the definition."""
     used = []
     real = conv_lanes.conv2d_lanes
-    monkeypatch.setattr(conv_direct, "conv2d_lanes", lambda *a: used.append(a[-1]) or real(*a))
+    monkeypatch.setattr(conv_direct, "conv2d_lanes", lambda *a: used.append(a[4]) or real(*a))
     x = rng.standard_normal((4, 16, H, H)).astype(np.float32)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     y = conv2d_direct(x, w)

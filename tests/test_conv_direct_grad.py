@@ -201,3 +201,29 @@ def test_weight_gradient_with_the_output_channels_as_lanes_matches_the_definitio
     _, rgw, rgb = definition(x, w, gy, case)
     np.testing.assert_allclose(gw, rgw, rtol=rtol, atol=10 * atol)
     np.testing.assert_allclose(gb, rgb, rtol=rtol, atol=10 * atol)
+
+
+@pytest.mark.parametrize("per", [1, 2])
+@pytest.mark.parametrize("dtype, OC, H, PH", [
+    (np.float64, 10, 12, 0),   # forward on the wide grid, weight gradient by the rows tile
+    (np.float64, 8, 4, 1),     # forward laid end to end (image_rows: 22 positions per padded image)
+    (np.float32, 16, 10, 0),   # forward and weight gradient with the output channels as lanes
+    (np.float32, 16, 26, 1),   # forward on the wide grid, weight gradient by lanes on padded images
+])
+def test_chunks_on_numbas_threads_cover_the_batch_once(per, dtype, OC, H, PH, monkeypatch, rng):
+    """Chunks of 1 or 2 images (5 images: the last chunk shorter), whatever the thread count: every image computed
+    once, the chunks' weight and bias gradients all added. Forward and backward against the definition."""
+    from minicnn.kernels import conv_direct, conv_direct_grad
+    monkeypatch.setattr(conv_direct, "images_per_chunk", lambda N, bytes_per_image: per)
+    monkeypatch.setattr(conv_direct_grad, "images_per_chunk", lambda N, bytes_per_image: per)
+    case = dict(N=5, C=9, OC=OC, H=H, W=H, KH=3, KW=3, PH=PH, PW=PH, seed=int(rng.integers(2 ** 31)))
+    x, w, gy = arrays(case, dtype)
+    b = rng.standard_normal(OC).astype(dtype)
+    rtol, atol = (RTOL_F64, ATOL_F64) if dtype == np.float64 else (RTOL_F32, ATOL_F32)
+    y = conv_direct.conv2d_direct(np.pad(x, ((0, 0), (0, 0), (PH, PH), (PH, PH))), w, b)
+    np.testing.assert_allclose(y, F.conv2d_reference(x, w, b, padding=(PH, PH)), rtol=rtol, atol=atol)
+    gx, gw, gb = conv2d_direct_grads(x, gy, flipped_weights(w), 3, 3, PH, PH)
+    rgx, rgw, rgb = definition(x, w, gy, case)
+    np.testing.assert_allclose(gx, rgx, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(gw, rgw, rtol=rtol, atol=10 * atol)
+    np.testing.assert_allclose(gb, rgb, rtol=rtol, atol=10 * atol)

@@ -14,6 +14,7 @@ import numpy as np
 from ..autograd import Function
 from ..backend import get_array_module, kernels_for
 from ..kernels.im2col import out_size
+from ..kernels.parallel import sum_in_order
 from .checks import check_float_4d, non_negative_pair, positive_pair
 
 
@@ -116,13 +117,11 @@ class Conv2d(Function):
         if self._is_whole_image(H, W, KH, KW):  # (N, C*H*W) @ (C*H*W, OC): no columns to build
             y = K.matmul(x.reshape(N, C * H * W), w.reshape(OC, C * H * W).T).reshape(N, OC, 1, 1)
             return y if b is None else y + b.reshape(1, OC, 1, 1)
+        self.col = None
+        if self._direct(K, OC, H + 2 * self.PH, W + 2 * self.PW, KH, KW):   # its chunks on Numba's threads, one call
+            return K.conv2d_direct(pad_images(x, self.PH, self.PW), w, b)
         WG = self._grid_width(K)
         chunks = self._chunks(K, WG)
-        self.col = None
-        if self._direct(K, OC, H + 2 * self.PH, W + 2 * self.PW, KH, KW):
-            y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
-            K.map_chunks(lambda n0, n1: K.conv2d_direct(pad_images(x[n0:n1], self.PH, self.PW), w, b, y[n0:n1]), chunks)
-            return y
         own_layout = G == 1 and WG == OW  # no garbage columns, one group: the product can write y's layout itself
 
         def chunk(n0, n1):
@@ -183,19 +182,12 @@ class Conv2d(Function):
         return gx, gw, gb
 
     def _direct_backward(self, K, gy, direct_x, direct_w, need_b):
-        """(gx, gw, gb) without columns (kernels/conv_direct_grad.py), chunk by chunk; None for what was not asked.
-        The chunks' weight and bias gradients are summed in chunk order."""
+        """(gx, gw, gb) without columns (kernels/conv_direct_grad.py: its chunks on Numba's threads, one call);
+        None for what was not asked."""
         N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
-        gx = np.empty((N, C, H, W), dtype=gy.dtype) if direct_x else None
-        wt = K.flipped_weights(self.w) if direct_x else None
-
-        def chunk(n0, n1):
-            return K.conv2d_direct_grads(self.x[n0:n1], gy[n0:n1], wt, KH, KW, self.PH, self.PW, direct_x, direct_w,
-                                         None if gx is None else gx[n0:n1])[1:]
-        parts = K.map_chunks(chunk, self._chunks(K, self._grid_width(K)))
-        gw = sum_in_order([part_w for part_w, _ in parts]) if direct_w else None
-        gb = sum_in_order([part_b for _, part_b in parts]).astype(gy.dtype) if need_b else None
-        return gx, gw, gb
+        wt = K.flipped_weights(self.w)
+        gx, gw, gb = K.conv2d_direct_grads(self.x, gy, wt, KH, KW, self.PH, self.PW, direct_x, direct_w)
+        return gx, gw, gb.astype(gy.dtype) if need_b else None
 
     def _column_backward(self, K, gy, need_x, need_w, need_b):
         """(gx, gw, gb) through the columns: gW = gy @ col^T, gcol = W^T @ gy, gx = col2im(gcol), chunk by chunk."""
@@ -244,14 +236,6 @@ class Conv2d(Function):
         if need_w:
             gw = sum_in_order(parts).reshape(self.w.shape)
         return gx, gw, gb
-
-
-def sum_in_order(parts):
-    """parts[0] + parts[1] + ... in chunk order: the same result whatever thread finished first."""
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
 
 
 def pad_images(x, PH, PW):

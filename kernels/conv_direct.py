@@ -214,16 +214,18 @@ def image_rows(x, KH, PH, PW):
 
 @njit(cache=True, nogil=True)
 def unrows(wide, q0, HP, WP, PH, PW, b, out):
-    """out (N, C, OH, OW) <- wide (1, C, rows, WP) + b[c]: image n's outputs from q0 + n*HP*WP + PH*WP + PW on."""
+    """out (N, C, OH, OW) <- wide (1, C, rows, WP) + b[c]: image n's outputs from q0 + n*HP*WP + PH*WP + PW on.
+    Without columns to drop (OW = WP) an image's OH rows are one run in both arrays, copied as one."""
     N, C, OH, OW = out.shape
     L = wide.shape[2] * WP
     src, dst = wide.reshape(wide.size), out.reshape(out.size)
+    run, runs = (OH * OW, 1) if OW == WP else (OW, OH)
     for n in range(N):
         for c in range(C):
             bias = b[c]
-            for i in range(OH):
+            for i in range(runs):
                 s, d = u(c * L + q0 + n * HP * WP + (PH + i) * WP + PW), u(((n * C + c) * OH + i) * OW)
-                for j in range(OW):
+                for j in range(run):
                     dst[d + u(j)] = src[s + u(j)] + bias
 
 

@@ -52,7 +52,7 @@ from . import conv_grad_tile
 from .conv_direct import _compiled as _forward_tile, fits as direct_fits, image_rows, run_tile, u, unrows
 from .conv_lanes import conv2d_weight_grad_lanes, weight_grad_fits as lanes_weight_grad_fits
 from .parallel import images_per_chunk, sum_in_order
-from .simd import compile_once
+from .simd import compile_once, use_512_bit_vectors
 
 CB = 8       # output channels per tile
 KW_TILE = 3  # the tile's row of taps, unrolled
@@ -99,7 +99,9 @@ def conv2d_image_grad_plain(gy, w, gxp):
 def grad_rows(gy, KH, HP, WP):
     """(gr (OC, L), gb (OC,) float64), L = (N*HP + 2*KH)*WP: gy on image_rows' grid, 0 where no output;
     and gy summed over images and positions (the bias gradient) on the way. Flat arrays, unsigned indices
-    (see conv_direct.py's copies)."""
+    (see conv_direct.py's copies); 512-bit vectors: eip4's 24-float rows then take one vector and a half rather than
+    falling to the scalar remainder loop (grad_rows of 6 images: 36 against 49 us, session 9)."""
+    use_512_bit_vectors()
     N, OC, OH, OW = gy.shape
     LEAD, L = KH * WP, (N * HP + 2 * KH) * WP
     gr = np.zeros((OC, L), dtype=gy.dtype)

@@ -22,6 +22,11 @@ import numba
 # layer (forward + backward, batch 128, 2 threads, 15 interleaved repeats): 1 MB chunks (2 images) 23.5 ms,
 # 2 MB 19.5, 4 MB 18.3, 8 MB 18.8 (median); the other layers within 5% either way (benchmarks/README.md).
 CACHE_BYTES = 4 << 20
+# 1 MB: half a core's L2 cache on the reference machine (2 MB). A chunk of the direct convolution walks its
+# images 3 to 4 times (gy laid out as rows, the tile, the copy back): eip4's second layer, one thread, per
+# chunk of 2 / 4 / 8 / 16 / 32 / 64 images, image gradient 6.6 / 5.4 / 5.2 / 5.1 / 6.0 / 6.0 ms, weight
+# gradient 5.6 / 4.3 / 4.0 / 4.0 / 5.0 / 5.1 ms (medians, interleaved; scratch measurement, session 9).
+CHUNK_BYTES = 1 << 20
 _pool = None
 
 
@@ -33,10 +38,10 @@ def batch_chunks(N, bytes_per_image):
 
 
 def images_per_chunk(N, bytes_per_image):
-    """Images per chunk for a kernel whose chunks run on Numba's threads (prange): chunks of about CACHE_BYTES,
+    """Images per chunk for a kernel whose chunks run on Numba's threads (prange): chunks of about CHUNK_BYTES,
     as many as a multiple of the thread count (prange gives every thread an equal share of the chunks)."""
     threads = numba.get_num_threads()
-    per_cache = max(1, CACHE_BYTES // max(1, bytes_per_image))
+    per_cache = max(1, CHUNK_BYTES // max(1, bytes_per_image))
     chunks = threads * -(-N // (per_cache * threads))
     return max(1, -(-N // chunks))
 

@@ -42,7 +42,7 @@ from numba import njit, prange
 
 from . import conv_lanes_tile
 from .parallel import sum_in_order
-from .simd import compile_once
+from .simd import compile_once, use_512_bit_vectors
 
 LANES = 16                               # output channels per tile: one 512-bit vector of float32
 BLOCKS = ((1, 2, 8), (1, 4, 4))          # (images, rows, columns) of real outputs per tile: 16 positions
@@ -212,8 +212,11 @@ def weight_grad_fits(dtype, OC, KH, KW):
 
 @njit(cache=True, nogil=True, fastmath={'reassoc'})   # the bias gradient's sums split into vector lanes
 def channels_last(gy):
-    """(gyl (N, OH, OW, OC), gb (OC,) float64): gy with the channels last, and gy summed per channel on the way
-    (the bias gradient). Flat arrays, unsigned indices."""
+    """(gyl (N, OH, OW, OC), gb (OC,) float64): gy with the channels last, and gy summed per channel (the bias
+    gradient). The transpose goes 16 positions at a time, so that the OC rows it reads and the 16 rows of OC it
+    writes stay in the L1 cache (6 images of eip4's 24x24 layer: 29 against 38 us for one position at a time,
+    session 9). Flat arrays, unsigned indices."""
+    use_512_bit_vectors()
     N, OC, OH, OW = gy.shape
     P = OH * OW
     gyl = np.empty((N, OH, OW, OC), dtype=gy.dtype)
@@ -223,10 +226,13 @@ def channels_last(gy):
         for oc in range(OC):
             s = 0.0
             for p in range(P):
-                v = src[u((n * OC + oc) * P + p)]
-                dst[u((n * P + p) * OC + oc)] = v
-                s += v
+                s += src[u((n * OC + oc) * P + p)]
             gb[oc] += s
+        for p0 in range(0, P, 16):
+            for oc in range(OC):
+                a = u((n * OC + oc) * P + p0)
+                for q in range(min(16, P - p0)):
+                    dst[u((n * P + p0 + q) * OC + oc)] = src[a + u(q)]
     return gyl, gb
 
 

@@ -37,7 +37,9 @@ class Conv2d(Function):
     where a register tile fits: forward by its direct convolution (kernels/conv_direct.py, conv_lanes.py; at least
     8 output channels), backward by conv2d_direct_grads (kernels/conv_direct_grad.py: the image gradient for at
     least 8 input channels, the weight gradient for at least 8 output channels and 3-wide kernels); what does
-    not fit goes through the columns. Lesson 11 (docs/11-direct-convolution.md) follows how.
+    not fit goes through the columns. Those kernels take the whole batch in one call and run its chunks on
+    Numba's threads themselves (kernels/parallel.py says why). Lesson 11 (docs/11-direct-convolution.md)
+    follows how.
 
     Two shapes need no columns at all, on every backend: a 1x1 kernel (stride 1, no padding) is a matrix
     product over channels, and a kernel as large as the unpadded image (eip4's last layer: one output

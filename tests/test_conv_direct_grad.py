@@ -208,7 +208,8 @@ def test_weight_gradient_with_the_output_channels_as_lanes_matches_the_definitio
     (np.float64, 10, 12, 0),   # forward on the wide grid, weight gradient by the rows tile
     (np.float64, 8, 4, 1),     # forward laid end to end (image_rows: 22 positions per padded image)
     (np.float32, 16, 10, 0),   # forward and weight gradient with the output channels as lanes
-    (np.float32, 16, 26, 1),   # forward on the wide grid, weight gradient by lanes on padded images
+    (np.float32, 16, 8, 1),    # the same on padded images
+    (np.float32, 16, 26, 0),   # forward on the wide grid, weight gradient by the rows tile (little garbage)
 ])
 def test_chunks_on_numbas_threads_cover_the_batch_once(per, dtype, OC, H, PH, monkeypatch, rng):
     """Chunks of 1 or 2 images (5 images: the last chunk shorter), whatever the thread count: every image computed
@@ -227,3 +228,22 @@ def test_chunks_on_numbas_threads_cover_the_batch_once(per, dtype, OC, H, PH, mo
     np.testing.assert_allclose(gx, rgx, rtol=rtol, atol=atol)
     np.testing.assert_allclose(gw, rgw, rtol=rtol, atol=10 * atol)
     np.testing.assert_allclose(gb, rgb, rtol=rtol, atol=10 * atol)
+
+
+@pytest.mark.parametrize("H, lanes", [(26, False), (12, False), (10, True), (8, True)])
+def test_weight_gradient_beside_the_image_gradient_takes_the_lanes_only_where_rows_waste_a_third(H, lanes, monkeypatch,
+                                                                                               rng):
+    """Both gradients asked: the rows tile reuses the image gradient's rows, garbage included (26x26: 15% of them,
+    12x12: 31%), the lanes tile where more than a third is garbage (10x10: 36%, 8x8: 44%). Right either way."""
+    from minicnn.kernels import conv_direct_grad, conv_lanes
+    used = []
+    real = conv_lanes.conv2d_weight_grad_lanes
+    monkeypatch.setattr(conv_direct_grad, "conv2d_weight_grad_lanes", lambda *a: used.append(1) or real(*a))
+    case = dict(N=2, C=16, H=H, W=H, OC=16, KH=3, KW=3, PH=0, PW=0, seed=int(rng.integers(2 ** 31)))
+    x, w, gy = arrays(case, np.float32)
+    gx, gw, gb = conv2d_direct_grads(x, gy, flipped_weights(w), 3, 3, 0, 0)
+    assert used == ([1] if lanes else [])
+    rgx, rgw, rgb = definition(x, w, gy, case)
+    np.testing.assert_allclose(gx, rgx, rtol=RTOL_F32, atol=ATOL_F32)
+    np.testing.assert_allclose(gw, rgw, rtol=RTOL_F32, atol=10 * ATOL_F32)
+    np.testing.assert_allclose(gb, rgb, rtol=RTOL_F32, atol=10 * ATOL_F32)

@@ -49,7 +49,7 @@ from numba import prange
 from . import conv_tile
 from .conv_lanes import conv2d_lanes, pick as lanes_pick
 from .parallel import images_per_chunk
-from .simd import compile_once
+from .simd import compile_once, use_512_bit_vectors
 
 CB = 8      # output channels per tile
 TW = 32     # consecutive wide-grid positions per tile
@@ -169,13 +169,16 @@ def run_tile(x, w, out):
 # The copies below walk flat arrays with unsigned indices (`u`): no array view per row or image (each
 # costs Numba tens of nanoseconds, more than copying a 6x6 image) and no test for negative indices, so
 # the inner loops compile to plain vector copies. Measured 5-8x faster than per-row slices on eip4's
-# small layers (benchmarks/README.md, session 8).
+# small layers (benchmarks/README.md, session 8). They ask for 512-bit vectors too: LLVM's 256-bit loop
+# takes 32 floats a turn (8 lanes, 4 times unrolled), so a row of 24 or 26 went whole to the scalar
+# remainder loop; crop_add_bias on a chunk of 11 images of the 26x26 layer: 17 against 28 us (session 9).
 u = numba.uint64
 
 
 @njit(cache=True, nogil=True)
 def crop_add_bias(wide, b, out):
     """out (N, OC, OH, OW) = wide[..., :OW] + b[oc]: the valid columns of the wide grid, bias added, in one pass."""
+    use_512_bit_vectors()
     N, OC, OH, OW = out.shape
     W = wide.shape[3]
     src, dst = wide.reshape(wide.size), out.reshape(out.size)
@@ -191,6 +194,7 @@ def crop_add_bias(wide, b, out):
 def image_rows(x, KH, PH, PW):
     """xr (C, L), L = (N*HP + 2*KH)*WP: channel c of every image, padded, end to end in row c, after LEAD = KH*WP
     zeros and before as many more: xr[c, LEAD + (n*HP + i)*WP + j] = x padded [n, c, i, j]."""
+    use_512_bit_vectors()
     N, C, H, W = x.shape
     HP, WP = H + 2 * PH, W + 2 * PW
     LEAD, L = KH * WP, (N * HP + 2 * KH) * WP
@@ -216,6 +220,7 @@ def image_rows(x, KH, PH, PW):
 def unrows(wide, q0, HP, WP, PH, PW, b, out):
     """out (N, C, OH, OW) <- wide (1, C, rows, WP) + b[c]: image n's outputs from q0 + n*HP*WP + PH*WP + PW on.
     Without columns to drop (OW = WP) an image's OH rows are one run in both arrays, copied as one."""
+    use_512_bit_vectors()
     N, C, OH, OW = out.shape
     L = wide.shape[2] * WP
     src, dst = wide.reshape(wide.size), out.reshape(out.size)

@@ -42,9 +42,7 @@ The same tile also computes the image gradient in backward (conv_direct_grad.py)
 """
 import numba
 import numpy as np
-from numba import njit
-
-from numba import prange
+from numba import njit, prange
 
 from . import conv_tile
 from .conv_lanes import conv2d_lanes, pick as lanes_pick

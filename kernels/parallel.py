@@ -12,7 +12,10 @@ Handing a chunk to a Python thread costs tens of microseconds (65 us for two emp
 machine), and the Python between the kernel calls of each chunk holds the GIL: on small layers that ate
 the second thread's gain. The direct convolution (conv_direct.py, conv_direct_grad.py, conv_lanes.py)
 therefore runs its chunks inside one Numba call, on Numba's own threads (`prange` over chunks, 13 us to
-start); `images_per_chunk` sizes those chunks.
+start); `images_per_chunk` sizes those chunks. Numba caches such a chunk loop on disk with the tiles it
+calls linked in, and checks only the timestamp of the loop's own file: the generated tile files
+(conv_tile.py, conv_lanes_tile.py, conv_grad_tile.py) are written by generators that live in those same
+files, so regenerating a tile goes with an edit there, which invalidates the cached loops.
 """
 from concurrent.futures import ThreadPoolExecutor
 

@@ -274,7 +274,7 @@ def conv2d_weight_grad_lanes(xp, gy, per):
 
 def cached_on_disk():
     """False when Numba's disk cache does not hold this module's first forward tile yet, the slowest of minicnn's
-    kernels to compile: the first training step will compile the kernels (about a minute on 2 cores, once per
+    kernels to compile: the first training step will compile the kernels (a minute and a half on 2 cores, once per
     machine and install). Reads Numba's private cache layout; if that changes, says True (nothing to warn
     about) rather than fail."""
     try:

@@ -12,8 +12,9 @@ from .gemm import matmul, sum_leading, sum_rows  # noqa: F401
 from .conv_direct import conv2d_direct, fits as conv2d_direct_fits  # noqa: F401
 from .conv_direct_grad import conv2d_direct_grads, flipped_weights  # noqa: F401
 from .conv_direct_grad import image_grad_fits as conv2d_image_grad_fits, weight_grad_fits as conv2d_weight_grad_fits  # noqa: F401
+from .conv_depthwise import conv2d_depthwise, conv2d_depthwise_grads  # noqa: F401
 
 wide_columns = True   # stride-1 convolutions use im2col_wide / col2im_wide (kernels/im2col.py)
-direct_conv = True    # stride-1 convolutions with enough channels: no columns (conv_direct.py, conv_direct_grad.py)
+direct_conv = True    # stride-1 convolutions with enough channels, and depthwise ones: no columns (conv_direct.py, conv_direct_grad.py, conv_depthwise.py)
 keep_columns = False  # recompute im2col in backward: a chunk's columns are cheaper to rebuild than to keep (cache)
 weight_grad_columns_first = True  # the weight gradient as (col @ gy^T)^T: BLAS runs that orientation about 2x faster

@@ -130,7 +130,7 @@ _NEVER_CAPTURING = types.SimpleNamespace(ptr=0, is_capturing=lambda: False)  # t
 WIDE_GRID = {"im2col_wide", "col2im_wide"}
 # The direct convolution likewise, only by a backend that declares direct_conv = True (the CPU's).
 DIRECT = {"conv2d_direct", "conv2d_direct_fits", "conv2d_direct_grads", "flipped_weights", "conv2d_image_grad_fits",
-          "conv2d_weight_grad_fits"}
+          "conv2d_weight_grad_fits", "conv2d_depthwise", "conv2d_depthwise_grads"}
 
 
 def test_gpu_backend_has_the_cpu_contract():

@@ -39,7 +39,8 @@ class Conv2d(Function):
     least 8 input channels, the weight gradient for at least 8 output channels and 3-wide kernels); what does
     not fit goes through the columns. Those kernels take the whole batch in one call and run its chunks on
     Numba's threads themselves (kernels/parallel.py says why). Lesson 11 (docs/11-direct-convolution.md)
-    follows how.
+    follows how. Depthwise layers (groups = C = OC, stride 1) go to the backend's plane-by-plane kernels
+    (kernels/conv_depthwise.py) instead of C tiny products.
 
     Two shapes need no columns at all, on every backend: a 1x1 kernel (stride 1, no padding) is a matrix
     product over channels, and a kernel as large as the unpadded image (eip4's last layer: one output
@@ -103,6 +104,10 @@ class Conv2d(Function):
         return (K.direct_conv and self.SH == self.SW == 1 and self.DH == self.DW == 1 and self.G == 1
                 and K.conv2d_direct_fits(OC, H, W, KH, KW))
 
+    def _depthwise(self, K, C, OC):
+        """True when the backend's direct kernels serve a stride-1, undilated depthwise layer (groups = C = OC)."""
+        return (K.direct_conv and self.SH == self.SW == 1 and self.DH == self.DW == 1 and self.G == C == OC)
+
     def _chunks(self, K, WG):
         N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
         return K.batch_chunks(N, C * KH * KW * OH * WG * self.x.dtype.itemsize)
@@ -120,6 +125,8 @@ class Conv2d(Function):
             y = K.matmul(x.reshape(N, C * H * W), w.reshape(OC, C * H * W).T).reshape(N, OC, 1, 1)
             return y if b is None else y + b.reshape(1, OC, 1, 1)
         self.col = None
+        if self._depthwise(K, C, OC):   # one filter per channel: plane by plane (kernels/conv_depthwise.py)
+            return K.conv2d_depthwise(pad_images(x, self.PH, self.PW), w, b)
         if self._direct(K, OC, H + 2 * self.PH, W + 2 * self.PW, KH, KW):   # its chunks on Numba's threads, one call
             return K.conv2d_direct(pad_images(x, self.PH, self.PW), w, b)
         WG = self._grid_width(K)
@@ -172,6 +179,9 @@ class Conv2d(Function):
             gw = K.matmul(gy2.T, self.x.reshape(N, C * H * W)).reshape(self.w.shape) if need_w else None
             gx = K.matmul(gy2, self.w.reshape(OC, C * H * W)).reshape(N, C, H, W) if need_x else None
             return gx, gw, gb
+        if self._depthwise(K, C, OC):
+            gx, gw, gb = K.conv2d_depthwise_grads(self.x, gy, self.w, self.PH, self.PW, need_x, need_w)
+            return gx, gw, gb.astype(gy.dtype) if need_b else None
         direct = K.direct_conv and self.SH == self.SW == 1 and self.DH == self.DW == 1 and G == 1
         direct_x = direct and need_x and K.conv2d_image_grad_fits(C, H, W, KH, KW, self.PH, self.PW)
         direct_w = direct and need_w and K.conv2d_weight_grad_fits(OC, KW)

@@ -134,8 +134,8 @@ def main(argv=None):
     split = "val" if args.validation else "test"
     mode = (" (CUDA graph)" if trainer.cuda_graph else " (eager)") if args.device == "gpu" else ""
     if args.device == "cpu" and not cached_on_disk():
-        print("first run here: Numba compiles minicnn's kernels during the first step (about a minute and a half on 2 cores); "
-              "they stay in Numba's disk cache for later runs")
+        print("first run here: Numba compiles minicnn's kernels during the first step "
+              "(about a minute and a half on 2 cores); they stay in Numba's disk cache for later runs")
     print(f"recipe: {json.dumps(recipe)}  device: {args.device}{mode}  seed: {args.seed}  "
           f"train {len(train[0])} images, evaluated on {len(test[0])} {split} images")
     if resume_state is not None:

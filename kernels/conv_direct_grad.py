@@ -234,13 +234,13 @@ def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True):
     lanes = need_w and lanes_weight_grad_fits(x.dtype, OC, KH, KW) and (not need_x or 3 * OH * OW < 2 * HP * WP)
     rows_w = need_w and not lanes and weight_grad_fits(OC, KW)
     gx = gw = gb = None
-    if lanes:   # the lanes tile (float32, 16 output channels: over real outputs only, conv_lanes.py)
+    if need_w and not rows_w:   # on the padded images: the lanes tile, else (neither tile fits) the plain loops
         xp = x if PH == PW == 0 else np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
-        gw, gb = conv2d_weight_grad_lanes(xp, gy, per)
-    elif need_w and not rows_w:   # neither tile fits: the plain loops, one thread
-        xp = x if PH == PW == 0 else np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
-        gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
-        conv2d_weight_grad_plain(xp, gy, gw)
+        if lanes:   # float32, 16 output channels: over real outputs only (conv_lanes.py)
+            gw, gb = conv2d_weight_grad_lanes(xp, gy, per)
+        else:   # one thread
+            gw = np.empty((OC, C, KH, KW), dtype=x.dtype)
+            conv2d_weight_grad_plain(xp, gy, gw)
     if need_x or rows_w:
         chunks = -(-N // per)
         gx = np.empty((N, C, H, W), dtype=x.dtype) if need_x else np.empty((0, C, H, W), dtype=x.dtype)

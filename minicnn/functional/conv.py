@@ -99,14 +99,17 @@ class Conv2d(Function):
         gx = K.col2im_wide(gcol, H + 2 * self.PH, self.DH, self.DW)
         return gx[:, :, self.PH:self.PH + H, self.PW:self.PW + W]
 
+    def _column_free(self, K):
+        """True when the backend has kernels without columns (`direct_conv`) and the layer is stride 1, undilated."""
+        return K.direct_conv and self.SH == self.SW == 1 and self.DH == self.DW == 1
+
     def _direct(self, K, OC, H, W, KH, KW):
         """True when the backend's direct convolution serves a stride-1, undilated, one-group layer of this shape."""
-        return (K.direct_conv and self.SH == self.SW == 1 and self.DH == self.DW == 1 and self.G == 1
-                and K.conv2d_direct_fits(OC, H, W, KH, KW))
+        return self._column_free(K) and self.G == 1 and K.conv2d_direct_fits(OC, H, W, KH, KW)
 
     def _depthwise(self, K, C, OC):
         """True when the backend's direct kernels serve a stride-1, undilated depthwise layer (groups = C = OC)."""
-        return (K.direct_conv and self.SH == self.SW == 1 and self.DH == self.DW == 1 and self.G == C == OC)
+        return self._column_free(K) and self.G == C == OC
 
     def _chunks(self, K, WG):
         N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
@@ -182,7 +185,7 @@ class Conv2d(Function):
         if self._depthwise(K, C, OC):
             gx, gw, gb = K.conv2d_depthwise_grads(self.x, gy, self.w, self.PH, self.PW, need_x, need_w)
             return gx, gw, gb.astype(gy.dtype) if need_b else None
-        direct = K.direct_conv and self.SH == self.SW == 1 and self.DH == self.DW == 1 and G == 1
+        direct = self._column_free(K) and G == 1
         direct_x = direct and need_x and K.conv2d_image_grad_fits(C, H, W, KH, KW, self.PH, self.PW)
         direct_w = direct and need_w and K.conv2d_weight_grad_fits(OC, KW)
         if direct_x or direct_w:

@@ -38,7 +38,9 @@ block of channels (oc0 = min(oc0, OC - CB)): those outputs are computed twice an
 the same value. So the tile needs OC >= CB and Q >= TW; `fits` says whether conv2d_direct serves a
 layer with it (directly, laid end to end, or with the output channels as lanes: conv_lanes.py).
 
-The same tile also computes the image gradient in backward (conv_direct_grad.py).
+The tile takes one image: its channels as rows of a 2-D array, read from a start offset, and `run_tile` calls it
+image by image. So the image gradient in backward (conv_direct_grad.py) runs the same tile on rows laid out
+its own way, starting wherever image n's rows do.
 """
 import numba
 import numpy as np
@@ -82,7 +84,8 @@ def conv2d_direct_plain(x, w, out):
 
 
 def tile_function(cb, tw):
-    """The text of one tile: conv2d_direct_plain's loops with a cb x tw tile of sums in local variables."""
+    """The text of one tile: conv2d_direct_plain's loops for one image, its channels as rows (x (C, L) read from
+    `start` on, out (OC, M)), with a cb x tw tile of sums in local variables."""
     def row(fmt, i, indent):
         return " " * indent + "; ".join(fmt.format(i=i, t=t) for t in range(tw))
 
@@ -90,38 +93,33 @@ def tile_function(cb, tw):
         "",
         "",
         "@njit(cache=True, nogil=True, fastmath={'contract'})   # multiply-adds fused; NaN and inf kept as IEEE has them",
-        f"def conv2d_direct_tile_{cb}x{tw}(x, w, out):",
-        f"    \"\"\"out (N, OC, OH, W) wide grid <- x (N, C, H, W), w (OC, C, KH, KW); needs OC >= {cb}, Q >= {tw}.\"\"\"",
+        f"def conv2d_direct_tile_{cb}x{tw}(x, start, W, w, out, Q):",
+        "    \"\"\"out[oc, q] = sum over c, kh, kw of w[oc, c, kh, kw] * x[c, start + q + kh*W + kw], for q < Q: x (C, L), the",
+        f"    channels of an image of width W as rows; w (OC, C, KH, KW); out (OC, M). Needs OC >= {cb}, Q >= {tw}.\"\"\"",
         "    use_512_bit_vectors()",
-        "    N, C, H, W = x.shape",
+        "    C = x.shape[0]",
         "    OC, _, KH, KW = w.shape",
-        "    OH = H - KH + 1",
-        "    Q = OH * W - (KW - 1)",
-        "    xf = x.reshape(N, C, H * W)",
-        "    of = out.reshape(N, OC, OH * W)",
         "    zero = x.dtype.type(0)",
-        "    for n in range(N):",
-        f"        for oc in range(0, OC, {cb}):",
-        f"            oc0 = min(oc, OC - {cb})",
-        f"            for q in range(0, Q, {tw}):",
-        f"                q0 = min(q, Q - {tw})",
-        "                wt = w[oc0:]   # slices, then indices >= 0 only: no wraparound tests in the loop",
-        "                ot = of[n, oc0:]",
+        f"    for oc in range(0, OC, {cb}):",
+        f"        oc0 = min(oc, OC - {cb})",
+        f"        for q in range(0, Q, {tw}):",
+        f"            q0 = min(q, Q - {tw})",
+        "            wt = w[oc0:]   # slices, then indices >= 0 only: no wraparound tests in the loop",
     ]
-    lines += [row("a{i}_{t} = zero", c, 16) for c in range(cb)]
+    lines += [row("a{i}_{t} = zero", c, 12) for c in range(cb)]
     lines += [
-        "                for c in range(C):",
-        "                    for kh in range(KH):",
-        "                        xs = xf[n, c, q0 + kh * W:]",
-        "                        for kw in range(KW):   # kw is a loop index, known >= 0: no wraparound tests",
-        row("x{t} = xs[kw + {t}]", 0, 28),
+        "            for c in range(C):",
+        "                for kh in range(KH):",
+        "                    xs = x[c, start + q0 + kh * W:]",
+        "                    for kw in range(KW):   # kw is a loop index, known >= 0: no wraparound tests",
+        row("x{t} = xs[kw + {t}]", 0, 24),
     ]
     for c in range(cb):
-        lines.append(" " * 28 + f"w{c} = wt[{c}, c, kh, kw]")
-        lines.append(row("a{i}_{t} += w{i} * x{t}", c, 28))
+        lines.append(" " * 24 + f"w{c} = wt[{c}, c, kh, kw]")
+        lines.append(row("a{i}_{t} += w{i} * x{t}", c, 24))
     for c in range(cb):
-        lines.append(" " * 16 + f"o = ot[{c}, q0:]")
-        lines.append(row("o[{t}] = a{i}_{t}", c, 16))
+        lines.append(" " * 12 + f"o = out[oc0 + {c}, q0:]")
+        lines.append(row("o[{t}] = a{i}_{t}", c, 12))
     return lines
 
 
@@ -149,7 +147,8 @@ def fits(OC, H, W, KH, KW):
 def _compiled(dtype):
     """The tile for this dtype, compiled (or loaded from Numba's cache) with SLP on, loop vectorizer off, once.
     Called before any kernel that calls the tile is compiled, so that those link this compilation of it."""
-    return compile_once(_TILE, dtype, lambda nb: (nb[:, :, :, ::1],) * 3, slp=True, loop=False)
+    return compile_once(_TILE, dtype, lambda nb: (nb[:, ::1], numba.int64, numba.int64, nb[:, :, :, ::1], nb[:, ::1],
+                                                  numba.int64), slp=True, loop=False)
 
 
 @njit(cache=True, nogil=True)
@@ -158,8 +157,12 @@ def run_tile(x, w, out):
     OC >= CB, else the plain loop. Compile the tile first (`_compiled`): this kernel links whatever is compiled."""
     N, C, H, W = x.shape
     OC, _, KH, KW = w.shape
-    if OC >= CB and out_wide(H, W, KH, KW)[1] >= TW:
-        _TILE(x, w, out)
+    OH, Q = out_wide(H, W, KH, KW)
+    if OC >= CB and Q >= TW:
+        xf, of = x.reshape(N, C, H * W), out.reshape(N, OC, OH * W)
+        start = np.int64(0)   # typed int64: a literal 0 would make Numba compile a second tile, vectorizers unset
+        for n in range(N):
+            _TILE(xf[n], start, W, w, of[n], Q)
     else:
         conv2d_direct_plain(x, w, out)
 

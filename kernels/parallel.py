@@ -15,7 +15,9 @@ therefore runs its chunks inside one Numba call, on Numba's own threads (`prange
 start); `images_per_chunk` sizes those chunks. Numba caches such a chunk loop on disk with the tiles it
 calls linked in, and checks only the timestamp of the loop's own file: the generated tile files
 (conv_tile.py, conv_lanes_tile.py, conv_grad_tile.py) are written by generators that live in those same
-files, so regenerating a tile goes with an edit there, which invalidates the cached loops.
+files, so regenerating a tile goes with an edit there, which invalidates the cached loops. One loop links a tile
+of another file: conv_direct_grad.py's `grads_chunks` calls conv_direct.py's tile (the image gradient); after
+regenerating conv_tile.py, delete kernels/__pycache__ (or touch conv_direct_grad.py).
 """
 from concurrent.futures import ThreadPoolExecutor
 

@@ -213,7 +213,8 @@ def test_weight_gradient_with_the_output_channels_as_lanes_matches_the_definitio
 ])
 def test_chunks_on_numbas_threads_cover_the_batch_once(per, dtype, OC, H, PH, monkeypatch, rng):
     """Chunks of 1 or 2 images (5 images: the last chunk shorter), whatever the thread count: every image computed
-    once, the chunks' weight and bias gradients all added. Forward and backward against the definition."""
+    once, the chunks' weight and bias gradients all added. Forward and backward against the definition (PH = 0: the
+    image gradient written by the tile straight into gx, image by image; PH = 1: the chunk's tall image, unrows)."""
     from minicnn.kernels import conv_direct, conv_direct_grad
     monkeypatch.setattr(conv_direct, "images_per_chunk", lambda N, bytes_per_image: per)
     monkeypatch.setattr(conv_direct_grad, "images_per_chunk", lambda N, bytes_per_image: per)

@@ -319,3 +319,38 @@ def test_a_kernel_as_large_as_the_image_is_one_matrix_product_and_matches_the_de
     y, gy, gx, gw, gb = run_conv(x, w, b, dict(stride=stride))
     assert y.shape == (3, 6, 1, 1)
     assert_matches_the_definition(x, w, b, y, gy, gx, gw, gb, full)
+
+
+@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+@pytest.mark.parametrize("C, OC, H, K, kw", [
+    (16, 16, 10, 3, {}),                          # direct (Numba backend)
+    (16, 16, 10, 3, dict(padding=1)),             # direct, padded
+    (3, 5, 9, 3, dict(stride=2)),                 # columns
+    (4, 4, 8, 3, dict(groups=4, padding=1)),      # depthwise
+    (4, 6, 5, 1, {}),                             # pointwise: one matrix product
+    (5, 6, 4, 4, {}),                             # kernel as large as the image
+])
+def test_conv2d_on_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients(kernels, C, OC, H, K, kw, rng):
+    """N = 0 (an empty last batch, an empty split): shapes as for any N, nothing to sum, as PyTorch does."""
+    from minicnn import backend
+    groups = kw.get("groups", 1)
+    x = Tensor(np.zeros((0, C, H, H), np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((OC, C // groups, K, K)).astype(np.float32), requires_grad=True)
+    b = Tensor(rng.standard_normal(OC).astype(np.float32), requires_grad=True)
+    backend.use_reference_kernels(kernels == "numpy")
+    try:
+        y = F.conv2d(x, w, b, **kw)
+        y.sum().backward()
+    finally:
+        backend.use_reference_kernels(False)
+    s, p = kw.get("stride", 1), kw.get("padding", 0)
+    OH = F.conv_output_size(H, K, s, p, 1)
+    assert y.shape == (0, OC, OH, OH) and y.data.dtype == np.float32
+    assert x.grad.shape == x.shape
+    np.testing.assert_array_equal(w.grad, np.zeros_like(w.data))
+    np.testing.assert_array_equal(b.grad, np.zeros_like(b.data))
+
+
+def test_flatten_keeps_an_empty_batch_empty():
+    x = Tensor(np.zeros((0, 10, 1, 1), np.float32))
+    assert F.flatten(x, 1).shape == (0, 10)

@@ -120,6 +120,8 @@ class Conv2d(Function):
         N, C, H, W, OC, Cg, KH, KW, OH, OW = self._geometry()
         G = self.G
         xp, K = get_array_module(x), kernels_for(x)
+        if N == 0:   # an empty batch: nothing to compute (the kernels cut the batch into chunks of at least one image)
+            return xp.zeros((0, OC, OH, OW), dtype=x.dtype)
         wg = w.reshape(G, OC // G, Cg * KH * KW)
         if self._is_pointwise(KH, KW):  # (G, OC/G, C/G) @ (N, G, C/G, HW) -> (N, G, OC/G, HW); one group: bias in it
             y = K.matmul(wg, x.reshape(N, G, Cg, H * W), bias=b if G == 1 else None).reshape(N, OC, OH, OW)
@@ -165,6 +167,9 @@ class Conv2d(Function):
         wg = self.w.reshape(G, OC // G, Cg * KH * KW)
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        if N == 0:   # an empty batch: the sums over its images are 0
+            return (xp.zeros_like(self.x) if need_x else None, xp.zeros_like(self.w) if need_w else None,
+                    xp.zeros(OC, dtype=gy.dtype) if need_b else None)
         gx = gw = gb = None
         if self._is_pointwise(KH, KW):  # sums over the images by the backend (sum_rows, sum_leading: one launch each)
             gy = xp.ascontiguousarray(gy)

@@ -110,8 +110,12 @@ def transpose(x, *axes):
 
 
 def flatten(x, start_dim=1):
-    """Keep the first `start_dim` axes, merge the rest: (N, C, H, W) -> (N, C*H*W)."""
-    return reshape(x, tuple(x.shape[:start_dim]) + (-1,))
+    """Keep the first `start_dim` axes, merge the rest: (N, C, H, W) -> (N, C*H*W). The merged size is written out
+    rather than -1, which an empty batch (N = 0) leaves undetermined."""
+    merged = 1
+    for d in x.shape[start_dim:]:
+        merged *= d
+    return reshape(x, tuple(x.shape[:start_dim]) + (merged,))
 
 
 def getitem(x, key):

@@ -28,9 +28,9 @@ A shift by (kh, kw) is then a shift by kh*WP + kw along a row. So:
   conv_direct.py, run on gr as one tall image of width WP, and its output at q = p + WP - (KW-1) is
   gxp[p], every position valid. Without padding gxp is gx: the tile reads gr from image n's first q on
   and writes its HP*WP positions straight into gx[n] (no copy). With padding it writes the chunk's tall
-  image, and `unrows` puts its inner part back as (N, C, H, W). (Writing gx directly took 2-3% off
-  the backward of eip4's 26x26 layer, session 10: the copy was a tenth of it, the tile now computes
-  HP*WP rounded up to 32 per image.)
+  image, and `unrows` puts its inner part back as (N, C, H, W). (Writing gx directly saves the copy and
+  a buffer per chunk, but the tile computes HP*WP rounded up to 32 per image: on eip4's 26x26 layer the
+  backward is 0-3% faster, within this machine's noise; session 10.)
 
 `conv2d_weight_grad_plain` and `conv2d_image_grad_plain` are the two definitions as plain loops,
 the references the fast path is tested against.

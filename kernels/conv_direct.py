@@ -151,6 +151,12 @@ def _compiled(dtype):
                                                   numba.int64), slp=True, loop=False)
 
 
+@njit(cache=True)
+def tile_fits(OC, Q):
+    """True when the tile serves OC output channels over Q positions of one image's rows: OC >= CB, Q >= TW."""
+    return OC >= CB and Q >= TW
+
+
 @njit(cache=True, nogil=True)
 def run_tile(x, w, out):
     """The wide grid (N, OC, OH, W) of x correlated with w into out: the tile where the grid holds TW positions and
@@ -158,7 +164,7 @@ def run_tile(x, w, out):
     N, C, H, W = x.shape
     OC, _, KH, KW = w.shape
     OH, Q = out_wide(H, W, KH, KW)
-    if OC >= CB and Q >= TW:
+    if tile_fits(OC, Q):
         xf, of = x.reshape(N, C, H * W), out.reshape(N, OC, OH * W)
         start = np.int64(0)   # typed int64: a literal 0 would make Numba compile a second tile, vectorizers unset
         for n in range(N):

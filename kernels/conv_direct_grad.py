@@ -54,8 +54,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import conv_grad_tile
-from .conv_direct import (CB as _FORWARD_CB, TW as _FORWARD_TW, _TILE as _FORWARD_TILE, _compiled as _forward_tile,
-                          fits as direct_fits, image_rows, run_tile, u, unrows)
+from .conv_direct import (_TILE as _FORWARD_TILE, _compiled as _forward_tile, fits as direct_fits, image_rows, run_tile,
+                          tile_fits as forward_tile_fits, u, unrows)
 from .conv_lanes import conv2d_weight_grad_lanes, weight_grad_fits as lanes_weight_grad_fits
 from .parallel import images_per_chunk, sum_in_order
 from .simd import compile_once, use_512_bit_vectors
@@ -209,7 +209,7 @@ def grads_chunks(x, gy, wt, KH, PH, PW, need_x, rows_w, gx, gw_parts, gb_parts, 
         if rows_w:
             P = (n1 - n0) * HP * WP - ((KH - 1) * WP + KW - 1)   # the last positions of gr are 0: stop where xr ends
             _TILE(image_rows(x[n0:n1], KH, PH, PW), gr, KH * WP, P, WP, KH, gw_parts[k])
-        if need_x and PH == PW == 0 and C >= _FORWARD_CB and HP * WP >= _FORWARD_TW:
+        if need_x and PH == PW == 0 and forward_tile_fits(C, HP * WP):
             for n in range(n0, n1):   # gx[n] is gxp[n]: the tile writes it straight from gr, image by image
                 _FORWARD_TILE(gr, (n - n0) * HP * WP + WP - (KW - 1), WP, wt, gx[n].reshape(C, HP * WP), HP * WP)
         elif need_x:   # padded images (or the plain loop): the tall image's wide grid, then its inner part copied

@@ -1,4 +1,6 @@
 """Reductions and shape changes: sum, mean, reshape, transpose, flatten, indexing."""
+import math
+
 from ..autograd import Function
 from ..backend import get_array_module
 
@@ -112,10 +114,7 @@ def transpose(x, *axes):
 def flatten(x, start_dim=1):
     """Keep the first `start_dim` axes, merge the rest: (N, C, H, W) -> (N, C*H*W). The merged size is written out
     rather than -1, which an empty batch (N = 0) leaves undetermined."""
-    merged = 1
-    for d in x.shape[start_dim:]:
-        merged *= d
-    return reshape(x, tuple(x.shape[:start_dim]) + (merged,))
+    return reshape(x, tuple(x.shape[:start_dim]) + (math.prod(x.shape[start_dim:]),))
 
 
 def getitem(x, key):

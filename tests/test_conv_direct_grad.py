@@ -3,14 +3,14 @@ rows (the weight gradient's register tile, the image gradient on conv_direct's t
 
 The weight tile adds 8 output channels at a time and walks rows in blocks of 1,024 positions, so the shapes drawn
 here include channel counts that are not multiples of 8 (the last block overlaps, and must not add twice) and
-batches longer than one block.
+batches longer than one block; unpadded images of MIN_WALK positions or more it walks one by one, where x lies.
 """
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import minicnn.functional as F
-from minicnn.kernels.conv_direct_grad import (BP, CB, conv2d_direct_grads, conv2d_image_grad_plain,
+from minicnn.kernels.conv_direct_grad import (BP, CB, MIN_WALK, conv2d_direct_grads, conv2d_image_grad_plain,
                                               conv2d_weight_grad_plain, flipped_weights, grad_rows, image_grad_fits,
                                               tile_source, weight_grad_fits)
 from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, reference_grads, run_conv
@@ -74,16 +74,44 @@ def test_fast_path_matches_the_definition(dtype, rtol, atol, case):
 
 @pytest.mark.parametrize("OC", [8, 10, 13, 16])
 def test_weight_tile_adds_an_overlapping_channel_block_once_across_several_row_blocks(OC, rng):
-    """OC = 10 or 13: the second block of 8 channels starts at OC - 8 and must skip the rows already added. N*H*W = 4*26*26
-    positions: three blocks of BP = 1024 (the last one partial)."""
+    """OC = 10 or 13: the second block of 8 channels starts at OC - 8 and must skip the rows already added. Padded
+    24x24 images are walked as rows, 4*26*26 positions: three blocks of BP = 1024 (the last one partial)."""
     assert weight_grad_fits(OC, 3)
-    x = rng.standard_normal((4, 9, 26, 26)).astype(np.float32)
+    x = rng.standard_normal((4, 9, 24, 24)).astype(np.float32)
     w = rng.standard_normal((OC, 9, 3, 3)).astype(np.float32)
     gy = rng.standard_normal((4, OC, 24, 24)).astype(np.float32)
     assert 2 * BP < 4 * 26 * 26 < 3 * BP
-    _, gw, _ = conv2d_direct_grads(x, gy, flipped_weights(w), 3, 3, 0, 0, need_x=False)
-    rgw = reference_grads(x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64), (1, 1), (0, 0), (1, 1), 1)[1]
+    _, gw, _ = conv2d_direct_grads(x, gy, flipped_weights(w), 3, 3, 1, 1, need_x=False)
+    rgw = reference_grads(x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64), (1, 1), (1, 1), (1, 1), 1)[1]
     np.testing.assert_allclose(gw, rgw, rtol=RTOL_F32, atol=1e-3)
+
+
+@pytest.mark.parametrize("N, C, OC, H, W, KH", [(3, 8, 13, 20, 18, 3), (1, 9, 8, 26, 26, 3), (2, 8, 16, 17, 30, 2),
+                                                 (2, 8, 10, 12, 40, 1)])
+def test_weight_tile_walks_unpadded_images_where_they_lie(N, C, OC, H, W, KH, rng):
+    """Images of MIN_WALK positions or more, unpadded: the tile walks x image by image, each walk rounded up to whole
+    vectors (the last image's not); both gradients still match the definition."""
+    assert (H - KH + 1) * W - 2 >= MIN_WALK
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((OC, C, KH, 3)).astype(np.float32)
+    gy = rng.standard_normal((N, OC, H - KH + 1, W - 2)).astype(np.float32)
+    gx, gw, gb = conv2d_direct_grads(x, gy, flipped_weights(w), KH, 3, 0, 0)
+    rgx, rgw, rgb = reference_grads(x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64), (1, 1), (0, 0),
+                                    (1, 1), 1)
+    np.testing.assert_allclose(gw, rgw, rtol=RTOL_F32, atol=1e-3)
+    np.testing.assert_allclose(gx, rgx, rtol=RTOL_F32, atol=ATOL_F32)
+    np.testing.assert_allclose(gb, rgb, rtol=RTOL_F32, atol=1e-3)
+
+
+def test_the_last_images_walk_stays_inside_x(rng):
+    """x a view whose memory is followed by NaNs: rounding the last image's walk up to whole vectors would read them."""
+    buf = rng.standard_normal((3, 8, 26, 26)).astype(np.float32)
+    buf[2] = np.nan
+    x = buf[:2]
+    w = rng.standard_normal((10, 8, 3, 3)).astype(np.float32)
+    _, gw, _ = conv2d_direct_grads(x, rng.standard_normal((2, 10, 24, 24)).astype(np.float32), flipped_weights(w), 3, 3,
+                                   0, 0, need_x=False)
+    assert np.isfinite(gw).all()
 
 
 def test_grad_rows_puts_gy_on_the_images_grid_and_sums_the_bias_gradient(rng):

@@ -7,6 +7,7 @@ graph topologically without recursion, sums broadcast gradients back to shape an
 gradients into the leaves.
 """
 import contextlib
+import sys
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def backward(root, grad=None, retain_graph=False):
             continue
         ctx = t._ctx
         if ctx is None or t._retains_grad:
-            _accumulate(t, g, into)
+            _accumulate(t, g, into, leaf=ctx is None)
         if ctx is None:
             continue
         gxs = ctx.backward(g)
@@ -147,10 +148,19 @@ def backward(root, grad=None, retain_graph=False):
                 gx = sum_to(gx, inp.data.shape)
             key = id(inp)
             grads[key] = grads[key] + gx if key in grads else gx
+        gxs = gx = None   # held only by `grads` now: a leaf's gradient can become its .grad uncopied (_held_only_here)
         if not retain_graph:
             ctx.release()
     if into[0]:
         kernels_for(into[0][0]).accumulate_grads(*into)  # one launch on the GPU for every parameter
+
+
+def _held_only_here(g):
+    """True when g owns its memory and the only references to it are backward's loop variable, _accumulate's argument,
+    this function's argument and getrefcount's: no view of it, no other tensor's gradient, not the caller's `grad`.
+    Such a gradient (a Function's fresh output) can become .grad without a copy: on eip4's 26x26 layer, with x a
+    leaf as in benchmarks/conv_bench.py, the copy of gx was a tenth of the backward (session 11)."""
+    return g.base is None and sys.getrefcount(g) <= 4
 
 
 def _topological_order(root):
@@ -178,14 +188,14 @@ def _topological_order(root):
     return order
 
 
-def _accumulate(t, g, into):
-    """Add gradient g into t.grad: a copy when t has none yet; else in place (it may be a view into the
-    optimizer's flat buffer), deferred to the end of backward through the lists `into`."""
+def _accumulate(t, g, into, leaf=False):
+    """Add gradient g into t.grad: when t has none yet, a copy, or for a leaf g itself if nothing else holds it (as
+    PyTorch does; an intermediate's g goes on into its Function's backward); else in place (it may be a view into
+    the optimizer's flat buffer), deferred to the end of backward through the lists `into`."""
     if g.dtype != t.data.dtype:
         g = g.astype(t.data.dtype)
     if t.grad is None:
-        xp = get_array_module(g)
-        t.grad = xp.array(g, copy=True)
+        t.grad = g if leaf and _held_only_here(g) else get_array_module(g).array(g, copy=True)
     else:
         into[0].append(t.grad)
         into[1].append(g)

@@ -7,7 +7,7 @@ import pytest
 import minicnn
 import minicnn.functional as F
 from minicnn import Tensor, no_grad
-from minicnn.autograd import sum_to
+from minicnn.autograd import Function, sum_to
 
 
 def leaf(values, dtype=np.float64):
@@ -207,3 +207,58 @@ def test_detach_cuts_the_graph():
     d = (x * 2.0).detach()
     assert not d.requires_grad and d.is_leaf
     np.testing.assert_array_equal(d.data, [2.0, 4.0])
+
+
+def test_a_fresh_leaf_gradient_becomes_grad_without_a_copy():
+    """A Function's fresh output that nothing else holds is handed to the leaf, as PyTorch does (no copy of gx)."""
+    made = []
+
+    class Double(Function):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, gy):
+            g = gy * 2
+            made.append(id(g))
+            return g
+
+    x = leaf([1.0, 2.0])
+    Double()(x).backward(np.ones(2))
+    assert id(x.grad) == made[0]
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+
+
+def test_a_gradient_held_elsewhere_is_copied():
+    """Shared by two leaves, passed in by the caller, or a read-only broadcast view: each .grad its own writable array."""
+    a, b = leaf([1.0, 2.0, 3.0]), leaf([4.0, 5.0, 6.0])
+    g = np.array([1.0, 2.0, 3.0])
+    (a + b).backward(g)
+    assert a.grad is not b.grad and a.grad is not g and b.grad is not g
+    g[:] = 0
+    a.grad += 1
+    np.testing.assert_array_equal(b.grad, [1.0, 2.0, 3.0])
+    x = leaf(np.ones((2, 3)))
+    F.sum(F.reshape(x, 6)).backward()   # sum's backward broadcasts: a read-only view
+    assert x.grad.flags.writeable and x.grad.flags.owndata
+    x.grad += 1
+    np.testing.assert_array_equal(x.grad, np.full((2, 3), 2.0))
+
+
+def test_a_retained_intermediate_gradient_is_copied():
+    """An intermediate's gradient goes on into its Function's backward: its .grad must not be that same array."""
+    seen = []
+
+    class Record(Function):
+        def forward(self, x):
+            return x.copy()
+
+        def backward(self, gy):
+            seen.append(id(gy))
+            return gy * 1.0
+
+    x = leaf([1.0, -2.0])
+    y = Record()(x)
+    y.retain_grad()
+    F.sum(y * 3.0).backward()
+    assert id(y.grad) != seen[0]
+    np.testing.assert_array_equal(y.grad, [3.0, 3.0])

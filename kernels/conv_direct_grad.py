@@ -26,7 +26,7 @@ A shift by (kh, kw) is then a shift by kh*WP + kw along a row. So:
   taps stay inside it, rounded up to whole 16-float vectors (the positions added are zeros of gr; their
   taps read the first numbers of the next channel or image, so a NaN there shows in gw[:, c] too) but
   exactly Q for the batch's last image, whose reads must stay inside x. That skips the copy into xr and
-  the zero rows at the bottom of every image (eip4's 26x26 layer: backward 5-8% faster, session 11).
+  the zero rows at the bottom of every image (eip4's 26x26 layer: backward 4-8% faster, session 11).
   On small images (Q < MIN_WALK) the walks are too short to pay for the sums' reductions at their
   ends: those keep xr and one walk per chunk.
 - the image gradient reads gr backwards, gy[n, oc, i - kh, j - kw] = gr[oc, LEAD + p - kh*WP - kw]:

@@ -63,8 +63,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import conv_grad_tile
-from .conv_direct import (_TILE as _FORWARD_TILE, _compiled as _forward_tile, fits as direct_fits, image_rows, run_tile,
-                          tile_fits as forward_tile_fits, u, unrows)
+from .conv_direct import (_TILE as _FORWARD_TILE, _compiled as _forward_tile, fits as direct_fits, image_rows, out_wide,
+                          run_tile, tile_fits as forward_tile_fits, u, unrows)
 from .conv_lanes import conv2d_weight_grad_lanes, weight_grad_fits as lanes_weight_grad_fits
 from .parallel import images_per_chunk, sum_in_order
 from .simd import compile_once, use_512_bit_vectors
@@ -215,7 +215,7 @@ def grads_chunks(x, gy, wt, KH, PH, PW, need_x, rows_w, gx, gw_parts, gb_parts, 
     HP, WP = H + 2 * PH, W + 2 * PW
     KW = WP - OW + 1
     xf = x.reshape(x.size)
-    Q = (HP - KH + 1) * WP - (KW - 1)                  # an image's positions whose taps all lie inside it
+    Q = out_wide(HP, WP, KH, KW)[1]                    # an image's positions whose taps all lie inside it
     P_image = min(-(-Q // LANES) * LANES, HP * WP)     # rounded up to whole vectors, still on gr's zeros
     for k in prange(-(-N // per)):
         n0, n1 = k * per, min(N, k * per + per)

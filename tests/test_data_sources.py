@@ -137,6 +137,31 @@ def test_server_that_accepts_but_never_answers_is_abandoned(tmp_path, silent_ser
     assert f"127.0.0.1:{silent_server}/{MNIST_FILES[3]}.gz: no answer within 0.5 s" in message
 
 
+def test_download_that_stalls_midway_is_abandoned_and_says_how_far_it_got(tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    done = threading.Event()
+
+    def answer_then_stall():
+        connection, _ = server.accept()
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n" + bytes(1500))
+        done.wait(60)
+        connection.close()
+
+    threading.Thread(target=answer_then_stall, daemon=True).start()
+    try:
+        source = UrlSource(f"http://127.0.0.1:{server.getsockname()[1]}/", timeout=0.5)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match="no data for 0.5 s after 1.5 kB"):
+            source.fetch(MNIST_FILES[3], str(tmp_path / "out"), log=Lines())
+        assert time.monotonic() - start < GENEROUS
+    finally:
+        done.set()
+        server.close()
+
+
 def test_connect_to_a_host_that_does_not_complete_the_handshake_is_abandoned(tmp_path):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

@@ -158,7 +158,9 @@ def _with_connector(connection_class, connect):
     return make
 
 
-class _BoundedHTTPHandler(urllib.request.HTTPHandler):
+class _ConnectWith:
+    """Mixin for urllib's HTTP and HTTPS handlers: the connections they make open their sockets with `connect`."""
+
     def __init__(self, connect):
         super().__init__()
         self._connect = connect
@@ -167,13 +169,12 @@ class _BoundedHTTPHandler(urllib.request.HTTPHandler):
         return super().do_open(_with_connector(http_class, self._connect), req, **kwargs)
 
 
-class _BoundedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, connect):
-        super().__init__()
-        self._connect = connect
+class _BoundedHTTPHandler(_ConnectWith, urllib.request.HTTPHandler):
+    pass
 
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(_with_connector(http_class, self._connect), req, **kwargs)
+
+class _BoundedHTTPSHandler(_ConnectWith, urllib.request.HTTPSHandler):
+    pass
 
 
 # ---------------------------------------------------------------- sources
@@ -235,23 +236,27 @@ class UrlSource(Source):
             raise OSError(f"{url}: {short_reason(exc)}") from None
 
     def fetch(self, name, dest_path, log=None):
+        """Download `name` to `dest_path`, with a progress bar of the bytes when `log` is given (and show_progress)."""
         url = self.url_for(name)
         with self._open(url) as response, open(dest_path, "wb") as out:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            received = 0
+            read_some = getattr(response, "read1", response.read)  # read1: what has arrived, without waiting for more
             with progress(total=total, desc=name + self.suffix, unit="B", unit_scale=True,
                           leave=False, disable=not self.show_progress or log is None) as bar:
                 while True:
                     try:
-                        chunk = response.read(_CHUNK)
+                        chunk = read_some(_CHUNK)
                     except TimeoutError:
                         raise TimeoutError(f"{url}: no data for {self.timeout:g} s after "
-                                           f"{format_bytes(bar.n)}") from None
+                                           f"{format_bytes(received)}") from None
                     except (OSError, http.client.HTTPException) as exc:
-                        raise OSError(f"{url}: {short_reason(exc)} after {format_bytes(bar.n)}") from None
+                        raise OSError(f"{url}: {short_reason(exc)} after {format_bytes(received)}") from None
                     if not chunk:
                         break
                     out.write(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
         if total is not None and os.path.getsize(dest_path) != total:
             raise OSError(f"{url}: got {os.path.getsize(dest_path)} bytes, the server announced {total}")

@@ -38,7 +38,7 @@ from minicnn.data import load_mnist  # noqa: E402
 from minicnn.models import get_model, RECIPES  # noqa: E402
 from minicnn.nn import summary  # noqa: E402
 from minicnn.training import Trainer, to_device_dataset  # noqa: E402
-from minicnn.kernels.conv_lanes import cached_on_disk  # noqa: E402
+from minicnn import config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--resume", help="checkpoint to continue from")
     p.add_argument("--train-limit", type=int, help="use only the first N training images (quick runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--conv", default="auto", choices=config.CONV_ALGORITHMS,
+                   help="convolution algorithm: auto (the fastest the backend has for each layer), im2col (the "
+                        "lesson path: im2col, one GEMM per group, col2im), or a fast one by name (default auto)")
     p.add_argument("--threads", type=int, help="CPU threads for the Numba kernels and the batch-parallel "
                                                "convolutions (default: NUMBA_NUM_THREADS or all cores)")
     return p.parse_args(argv)
@@ -104,6 +107,11 @@ def build(args, train, test):
 
 def main(argv=None):
     args = parse_args(argv)
+    with config.using(conv=args.conv):
+        return run(args)
+
+
+def run(args):
     if args.threads:
         import numba
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
@@ -133,9 +141,6 @@ def main(argv=None):
     summary(trainer.model, (1, 28, 28))
     split = "val" if args.validation else "test"
     mode = (" (CUDA graph)" if trainer.cuda_graph else " (eager)") if args.device == "gpu" else ""
-    if args.device == "cpu" and not cached_on_disk():
-        print("first run here: Numba compiles minicnn's kernels during the first step "
-              "(about a minute and a half on 2 cores); they stay in Numba's disk cache for later runs")
     print(f"recipe: {json.dumps(recipe)}  device: {args.device}{mode}  seed: {args.seed}  "
           f"train {len(train[0])} images, evaluated on {len(test[0])} {split} images")
     if resume_state is not None:

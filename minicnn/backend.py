@@ -1,10 +1,21 @@
-"""One engine, several array backends: pick NumPy or CuPy, and the matching kernels, from the arrays themselves."""
-import os
+"""One engine, several array backends: the kernels for an array are picked from the array itself and the configuration.
+
+    kernels_for(x)   NumPy array -> the CPU kernels the configuration names ("numba": minicnn.kernels.cpu,
+                     "numpy": minicnn.kernels.numpy_backend); CuPy array -> minicnn.kernels.gpu, its matrix
+                     products on the configured route. Every backend has the same function names (the contract).
+
+This module is the engine's only door to `minicnn.kernels`: no other engine module imports a kernel module,
+so `import minicnn` loads Numba only when a Numba backend is first used, and CuPy only for GPU arrays.
+"""
+import importlib
 
 import numpy as np
 
+from . import config
+
 _cupy = None
 _cupy_error = None
+CPU_MODULES = {"numba": "minicnn.kernels.cpu", "numpy": "minicnn.kernels.numpy_backend"}
 
 
 def cupy_module():
@@ -65,28 +76,17 @@ def get_array_module(*arrays):
     return np
 
 
-_cpu_kernels = None
-
-
-def use_reference_kernels(flag=True):
-    """Run the CPU engine on kernels/reference.py (plain NumPy im2col/col2im) instead of the Numba kernels."""
-    global _cpu_kernels
-    if flag:
-        from minicnn.kernels import reference
-        _cpu_kernels = reference
-    else:
-        from minicnn.kernels import cpu
-        _cpu_kernels = cpu
-
-
 def kernels_for(a):
-    """The kernel module (same function names on every backend) for the device of array `a`."""
-    if is_gpu_array(a):
-        from minicnn.kernels import gpu
-        return gpu
-    if _cpu_kernels is None:
-        use_reference_kernels(os.environ.get("MINICNN_KERNELS", "numba") == "numpy")
-    return _cpu_kernels
+    """The kernel module (same function names on every backend) for the device of array `a`, as configured."""
+    return kernels_for_device(device_of(a))
+
+
+def kernels_for_device(device):
+    """The kernels that arrays on 'cpu' or 'gpu' run on under the current configuration."""
+    cfg = config.current()
+    if device == "gpu":
+        return importlib.import_module("minicnn.kernels.gpu").with_gemm(cfg.gemm)
+    return importlib.import_module(CPU_MODULES[cfg.kernels])
 
 
 def to_device(a, device):

@@ -23,8 +23,9 @@ kernel (kernels/gemm.cu) -- the kernel eager steps use by default too.
 
 Per-step host values. A replay repeats every kernel argument as recorded, but eager training passes a
 few values that change at every step:
-  - dropout keys: minicnn.random.draw_key is watched during the capture, and the kernels read each key
-    from a device slot (key + *key_offset: kernels/dropout.cu, batchnorm.cu). Before every replay the
+  - dropout keys: minicnn.random.draw_key is watched during the capture (random.observing_keys), and the
+    kernels read each key from a device slot (key + *key_offset: kernels/dropout.cu, batchnorm.cu;
+    kernels/gpu/graph.py). Before every replay the
     host draws from the same generators in the same order as the eager step would, and writes the keys
     into the slots: the replays draw exactly the masks eager steps would draw;
   - the optimizer's step count and learning rate (Adam's bias corrections, schedules): keep the
@@ -36,7 +37,7 @@ steps, mask for mask (tests/test_gpu.py checks the weights after several steps, 
 import numpy as np
 
 from . import random as mrandom
-from .backend import require_gpu
+from .backend import kernels_for, require_gpu
 
 MAX_KEYS = 256  # dropout keys one captured step may draw (eip4: 7)
 
@@ -56,7 +57,7 @@ class _KeySlots:
         self.keys.append(key)
 
     def slot(self, key):
-        """The one-value device array a kernel reads `key` from (kernels/gpu.py asks while capturing), or None
+        """The one-value device array a kernel reads `key` from (kernels/gpu/graph.py asks while capturing), or None
         for a key that was not drawn during the capture (the kernel then gets it by value: frozen)."""
         for i in range(len(self.keys) - 1, -1, -1):
             if self.keys[i] == key:
@@ -108,25 +109,21 @@ class CapturedStep:
 
     def _capture(self, inputs, caller):
         cp = self._cp
-        from minicnn.kernels import gpu as K
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.inputs = tuple(cp.empty_like(a) for a in inputs)  # the static inputs the graph reads
         self._slots = _KeySlots(cp)
         self._pool = cp.cuda.MemoryPool()  # the graph's private memory, alive as long as the graph
         self.stream.wait_event(caller.record())
-        K.frozen_scalars.clear()
-        K.key_slots, mrandom.key_observer = self._slots, self._slots.drawn
-        try:
+        kernels = kernels_for(self.inputs[0])
+        with kernels.recording(self._slots) as frozen, mrandom.observing_keys(self._slots.drawn):
             with self.stream, cp.cuda.using_allocator(self._pool.malloc):
                 self.stream.begin_capture()
                 try:
                     self.outputs = self._step(*self.inputs)
                 finally:
                     graph = self.stream.end_capture()  # also on an error: leave the stream usable
-        finally:
-            K.key_slots, mrandom.key_observer = None, None
         self.graph = graph
-        self.frozen = sorted(set(K.frozen_scalars))
+        self.frozen = sorted(set(frozen))
         if self.strict and self.frozen:
             raise RuntimeError(f"this step passes host values that a CUDA graph would freeze: {', '.join(self.frozen)}; "
                                "its replays would not train like eager steps (see minicnn/cuda_graph.py)")

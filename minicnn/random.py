@@ -4,11 +4,13 @@ Weights are drawn on the host and copied to their device; dropout draws only a 6
 here and hashes it on the device (kernels/dropout.py). So one host generator serves the CPU and the
 GPU alike, and its state -- all a checkpoint needs to repeat a run -- is a small dict.
 """
+import contextlib
+
 import numpy as np
 
 _seed = 0
 _generator = None   # created from _seed on first use
-key_observer = None  # called as key_observer(generator, key) after every draw_key, when set (minicnn/cuda_graph.py)
+_observers = []     # callbacks of the open observing_keys blocks
 
 
 def manual_seed(seed):
@@ -33,9 +35,20 @@ def draw_key(generator):
     # the generator's next raw 64-bit output: the number generator.integers(0, 2**64, dtype=np.uint64) returns
     # (tests/test_norm.py checks), at a fifth of its host time -- a training step draws one key per dropout layer
     key = int(generator.bit_generator.random_raw())
-    if key_observer is not None:
-        key_observer(generator, key)
+    for observe in _observers:
+        observe(generator, key)
     return key
+
+
+@contextlib.contextmanager
+def observing_keys(callback):
+    """Inside this block, callback(generator, key) runs after every draw_key (a CUDA graph recording watches the
+    draws of the step it records, to make the same draws before each replay: minicnn/cuda_graph.py)."""
+    _observers.append(callback)
+    try:
+        yield
+    finally:
+        _observers.remove(callback)
 
 
 def get_state():

@@ -17,6 +17,7 @@ from .autograd import no_grad
 from .backend import get_array_module, to_device
 from .data.augment import random_affine
 from .data.loader import DataLoader, epoch_seed, to_float_images
+from .nn.fuse import fuse
 from .progress import progress
 from .tensor import Tensor
 
@@ -33,6 +34,7 @@ class Trainer:
             raise ValueError("cuda_graph=True needs the data and the model on the GPU (a CUDA graph is a GPU recording)")
         self.cuda_graph, self._captured = cuda_graph, None
         self.model, self.optimizer = model, optimizer
+        self.run_model = fuse(model)   # the same layers, ReLU -> BatchNorm2d -> Dropout fused in training (nn/fuse.py)
         self.epoch_schedule, self.batch_schedule = epoch_schedule, batch_schedule
         self.x_test, self.y_test = test_data
         self.loader = DataLoader(*train_data, batch_size=batch_size, shuffle=True, seed=seed)
@@ -53,7 +55,7 @@ class Trainer:
     def forward_backward(self, xb, yb):
         """Forward, loss and backward (gradients into the optimizer's buffer); returns the loss and the number of
         correct predictions as device scalars. What a CUDA graph records (the update stays outside)."""
-        out = self.model(Tensor(xb))
+        out = self.run_model(Tensor(xb))
         loss = F.cross_entropy(out, yb)
         self.optimizer.zero_grad()
         loss.backward()

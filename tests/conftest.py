@@ -1,6 +1,16 @@
-"""Fixtures shared by the tests; the helper functions live in helpers.py."""
+"""Fixtures shared by the tests; the helper functions live in support/ (helpers.py, cuda_host.py).
+
+The tests mirror the layout: tests/test_*.py test the engine (minicnn/), tests/kernels/ the kernels (kernels/),
+tests/kernels/cpu_fast/ the CPU fast path and tests/kernels/gpu/ the CUDA kernels (emulated on the host, and on
+a GPU where there is one).
+"""
+import os
+import sys
+
 import numpy as np
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ from minicnn._kernels_loader import load_kernels
 
 load_kernels()  # makes `minicnn.kernels` importable from a plain checkout
 
-from minicnn.kernels.affine import affine_warp, affine_warp_reference  # noqa: E402
+from minicnn.kernels.affine import affine_warp  # noqa: E402
+from minicnn.kernels.numpy_backend import affine_warp as affine_warp_reference  # noqa: E402
 from minicnn.data.augment import affine_matrices, random_affine  # noqa: E402
 
 IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], dtype=np.float32)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minicnn.functional as F
+from minicnn import config, nn
 from minicnn import Tensor, manual_seed
 from minicnn import random as mrandom
 from helpers import requires_torch, torch_module
@@ -213,7 +214,8 @@ def test_dropout_gradient_equals_the_mask(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_numba_dropout_mask_equals_the_plain_numpy_hash(p, dtype):
     """The one-pass Numba kernel computes the formulas of kernels/dropout.py exactly, for keys of every size."""
-    from minicnn.kernels.dropout import dropout_apply, dropout_mask, dropout_mask_numpy
+    from minicnn.kernels.dropout import dropout_apply, dropout_mask
+    from minicnn.kernels.numpy_backend import dropout_mask as dropout_mask_numpy
     for key in (0, 12345, 2**63 + 7, 2**64 - 1):
         expected = dropout_mask_numpy((7, 11, 13), p, key, dtype)
         np.testing.assert_array_equal(dropout_mask((7, 11, 13), p, key, dtype), expected)
@@ -222,7 +224,7 @@ def test_numba_dropout_mask_equals_the_plain_numpy_hash(p, dtype):
 
 
 def test_dropout_threshold_keeps_a_fraction_one_minus_p_of_the_24_bit_values():
-    from minicnn.kernels.dropout import threshold
+    from minicnn.kernels.numpy_backend import dropout_threshold as threshold
     assert threshold(0.0) == 0 and threshold(0.5) == 2**23 and threshold(0.1) == 1677722  # ceil(0.1 * 2^24)
     with pytest.raises(ValueError, match="dropout probability must lie in \\[0, 1\\), got 1.0"):
         threshold(1.0)
@@ -241,12 +243,13 @@ def test_dropout_keys_are_the_full_range_integers_of_the_generator():
     assert [mrandom.draw_key(g1) for _ in range(200)] == [int(g2.integers(0, 1 << 64, dtype=np.uint64)) for _ in range(200)]
 
 
-def test_key_observer_sees_every_draw_with_its_generator(monkeypatch):
-    """minicnn/cuda_graph.py watches the draws of a recorded step through key_observer, to redraw them per replay."""
+def test_observing_keys_sees_every_draw_with_its_generator_inside_the_block_only():
+    """minicnn/cuda_graph.py watches the draws of a recorded step (random.observing_keys), to redraw them per replay."""
     seen = []
-    monkeypatch.setattr(mrandom, "key_observer", lambda g, k: seen.append((g, k)))
     g1, g2 = np.random.default_rng(1), np.random.default_rng(2)
-    keys = [mrandom.draw_key(g1), mrandom.draw_key(g2), mrandom.draw_key(g1)]
+    with mrandom.observing_keys(lambda g, k: seen.append((g, k))):
+        keys = [mrandom.draw_key(g1), mrandom.draw_key(g2), mrandom.draw_key(g1)]
+    mrandom.draw_key(g1)   # after the block: not seen
     assert seen == [(g1, keys[0]), (g2, keys[1]), (g1, keys[2])]
     assert keys[2] != keys[0]
 
@@ -278,7 +281,7 @@ def test_batch_norm_with_relu_and_dropout_fused_equals_the_layers_apart_bit_for_
         np.testing.assert_array_equal(a, b)
 
 
-def test_sequential_fuses_relu_batch_norm_and_dropout_in_training_only(rng, monkeypatch):
+def test_fuse_pass_runs_relu_batch_norm_and_dropout_as_one_op_in_training_only(rng, monkeypatch):
     """eip4: six Conv -> ReLU -> BatchNorm2d -> Dropout blocks, a ReLU after the 1x1 convolution with no batch
     norm, and a final BatchNorm2d -> Dropout. In training only that ReLU and no Dropout run on their own, and
     the loss, every gradient and running statistic equal the unfused model's; in eval nothing is fused."""
@@ -296,22 +299,20 @@ def test_sequential_fuses_relu_batch_norm_and_dropout_in_training_only(rng, monk
     for fuse in (True, False):
         minicnn.manual_seed(3)
         model = eip4()
-        model.fuse = fuse
+        run = nn.fuse(model)
         calls.clear()
-        loss = F.cross_entropy(model(Tensor(x)), np.arange(6) % 10)
+        with config.using(fuse=fuse):
+            loss = F.cross_entropy(run(Tensor(x)), np.arange(6) % 10)
         loss.backward()
         results[fuse] = [loss.data] + [p.grad for p in model.parameters()] + [b.data for _, b in model.named_buffers()]
-        layers = [type(m).__name__ for m in model.children()]
-        assert (layers.count("ReLU"), layers.count("Dropout")) == (7, 7), layers
+        fused = [m for m in run.children() if isinstance(m, nn.FusedBatchNorm)]
+        assert len(fused) == 7 and sum(m.relu is not None for m in fused) == 6   # the last BN has no ReLU before it
+        assert all(m.dropout is not None for m in fused)
         assert sorted(calls) == (["ReLU"] if fuse else ["Dropout"] * 7 + ["ReLU"] * 7), (fuse, calls)
         model.eval()
         calls.clear()
-        model(Tensor(x))
+        run(Tensor(x))
         assert calls == ["ReLU"] * 7  # eval: BatchNorm2d uses its running statistics, ReLU runs as a layer
         model.train()
-        model.fuse = not fuse  # the same model, its fusion switched after use: worked out again
-        calls.clear()
-        model(Tensor(x))
-        assert sorted(calls) == (["ReLU"] if not fuse else ["Dropout"] * 7 + ["ReLU"] * 7), (not fuse, calls)
     for a, b in zip(results[True], results[False]):
         np.testing.assert_array_equal(a, b)

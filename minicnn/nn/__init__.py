@@ -4,3 +4,4 @@ from .layers import (Conv2d, Linear, BatchNorm2d, ReLU, MaxPool2d, AvgPool2d,  #
                      GlobalAvgPool2d, Dropout, Flatten)
 from . import init  # noqa: F401
 from .summary import summary  # noqa: F401
+from .fuse import fuse, FusedBatchNorm  # noqa: F401

@@ -157,47 +157,7 @@ class Sequential(Module):
     def __getitem__(self, i):
         return self.children()[i]
 
-    # In training, a BatchNorm2d runs as one operation with a ReLU just before it and a Dropout just after it,
-    # F.batch_norm(..., relu=True, dropout=p): the same numbers as the layers one by one, in fewer passes
-    # over the data and fewer launches (set fuse = False to run them apart).
-    fuse = True
-
     def forward(self, x):
-        for layer, fused in self._steps():
-            x = layer(x, **fused) if fused else layer(x)
+        for layer in self.children():
+            x = layer(x)
         return x
-
-    _plan = (None, None)
-
-    def _steps(self):
-        """[(layer, keyword arguments)] to run in order: a fused run [ReLU] BatchNorm2d [Dropout] is its batch norm
-        with relu=... and dropout=... Worked out again only when the layers, their modes or `fuse` change."""
-        layers = self.children()
-        key = (self.fuse, tuple(map(id, layers)), tuple(m.training for m in layers))
-        if self._plan[0] == key:
-            return self._plan[1]
-        steps, i = [], 0
-        while i < len(layers):
-            relu, bn, drop = _fusable(layers, i) if self.fuse else (False, None, None)
-            if bn is None:
-                steps.append((layers[i], None))
-                i += 1
-            else:
-                steps.append((bn, dict(relu=relu, dropout=drop)))
-                i += relu + 1 + (drop is not None)
-        object.__setattr__(self, "_plan", (key, steps))
-        return steps
-
-
-def _fusable(layers, i):
-    """(relu, batch_norm, dropout) for a run [ReLU] BatchNorm2d [Dropout] starting at layers[i] in training,
-    else (False, None, None)."""
-    from .layers import BatchNorm2d, Dropout, ReLU
-    relu = type(layers[i]) is ReLU
-    j = i + relu
-    bn = layers[j] if j < len(layers) and type(layers[j]) is BatchNorm2d and layers[j].training else None
-    if bn is None:
-        return False, None, None
-    after = layers[j + 1] if j + 1 < len(layers) else None
-    drop = after if type(after) is Dropout and after.training else None
-    return relu, bn, drop

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import assume, strategies as st
 
 import minicnn.functional as F
+from minicnn.kernels.conv_geometry import out_size
 from minicnn import Tensor, no_grad
 
 # Central differences in float64 with step EPS have error O(EPS^2 * f''') + O(1e-16 * |f| / EPS):
@@ -97,3 +98,19 @@ def unfold_cases(draw, max_batch=3, max_channels=3, max_size=8, max_kernel=4, ma
     DH, DW = draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation))
     assume(DH * (KH - 1) + 1 <= H + 2 * PH and DW * (KW - 1) + 1 <= W + 2 * PW)
     return N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, draw(st.integers(0, 2 ** 31 - 1))
+
+
+def im2col_by_definition(x, KH, KW, SH, SW, PH, PW, DH, DW):
+    """col[c, kh, kw, n, oh, ow] = x[n, c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW] (0 outside), entry by entry."""
+    N, C, H, W = x.shape
+    OH, OW = out_size(H, KH, SH, PH, DH), out_size(W, KW, SW, PW, DW)
+    col = np.full((C, KH, KW, N, OH, OW), np.nan)  # NaN: an entry the loop forgets to write would show up
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                for n in range(N):
+                    for oh in range(OH):
+                        for ow in range(OW):
+                            ih, iw = oh * SH - PH + kh * DH, ow * SW - PW + kw * DW
+                            col[c, kh, kw, n, oh, ow] = x[n, c, ih, iw] if 0 <= ih < H and 0 <= iw < W else 0.0
+    return col

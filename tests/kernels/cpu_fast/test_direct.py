@@ -11,10 +11,10 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import minicnn.functional as F
-from minicnn.kernels import conv_direct, conv_lanes, simd
-from minicnn.kernels.conv_direct import (CB, MIN_Q, TW, conv2d_direct, conv2d_direct_plain, fits, image_rows, out_wide,
+from minicnn.kernels.cpu_fast import direct as conv_direct, lanes as conv_lanes, simd
+from minicnn.kernels.cpu_fast.direct import (CB, MIN_Q, TW, conv2d_direct, conv2d_direct_plain, fits, image_rows, out_wide,
                                          tile_source, unrows)
-from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, run_conv
+from conv_cases import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, run_conv
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -115,7 +115,7 @@ def test_fits_needs_enough_channels_and_positions():
 
 def test_the_tile_file_is_what_the_generator_writes():
     """kernels/conv_tile.py is generated: regenerate it with `python -m minicnn.kernels.conv_direct > kernels/conv_tile.py`."""
-    import minicnn.kernels.conv_tile as tile
+    import minicnn.kernels.cpu_fast.generated.direct_tile as tile
     with open(tile.__file__) as f:
         assert f.read() == tile_source(), "kernels/conv_tile.py is out of date with conv_direct.tile_source()"
 
@@ -132,7 +132,7 @@ def test_first_calls_from_several_threads_leave_numbas_settings_as_they_were(mon
     A compilation that takes a while (here: made to sleep first) lets the other threads run meanwhile."""
     import threading
     import time
-    from minicnn.kernels import conv_tile
+    from minicnn.kernels.cpu_fast.generated import direct_tile as conv_tile
     tile = getattr(conv_tile, f"conv2d_direct_tile_{CB}x{TW}")
     monkeypatch.setattr(tile, "compile", lambda sig, real=tile.compile: time.sleep(0.05) or real(sig))
     before = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
@@ -249,7 +249,7 @@ def test_lanes_need_float32_and_exactly_16_output_channels():
 
 def test_the_lanes_tile_file_is_what_the_generator_writes():
     """kernels/conv_lanes_tile.py is generated: regenerate it with `python -m minicnn.kernels.conv_lanes > kernels/conv_lanes_tile.py`."""
-    import minicnn.kernels.conv_lanes_tile as tile
+    import minicnn.kernels.cpu_fast.generated.lanes_tiles as tile
     with open(tile.__file__) as f:
         assert f.read() == conv_lanes.tile_source(), "kernels/conv_lanes_tile.py is out of date with conv_lanes.tile_source()"
 

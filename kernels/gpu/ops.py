@@ -1,239 +1,18 @@
-"""The GPU backend: every kernel of minicnn under its contract name, for CuPy arrays.
+"""The GPU ops: every kernel of minicnn under its contract name, for CuPy arrays (kernels/cpu.py has the same names).
 
-Each operation has its CUDA source beside the Numba file of the same name (im2col.cu beside
-im2col.py, ...). This module reads each .cu file ONCE, compiles it with NVRTC through
-`cupy.RawModule` (cached in `_MODULES`; CuPy also keeps the binary on disk) and defines Python
-wrappers with exactly the names, arguments and return values of `kernels/cpu.py`, taking and
-returning CuPy arrays. Inputs are checked up front and every message names the offending value.
-
-The source is handed to CuPy exactly as it is on disk -- nothing is prepended -- and with
-`NVRTC_OPTIONS`, so `.ci/compile_cuda.sh` compiles the very same text with nvcc (and with NVRTC
-itself where the library is found) on machines without a GPU.
-
-Launch configuration: 1-D grids of `THREADS` threads per block; every kernel runs a grid-stride
-loop, so `min(ceil(total / THREADS), MAX_BLOCKS)` blocks cover any size. Scalars are passed as
-explicitly typed NumPy scalars (np.int32, np.int64, np.float32, np.float64) so they match the C
-parameter types exactly.
-
-Importing this module without CuPy (or without a CUDA device) raises the RuntimeError of
-`minicnn.backend.require_gpu()`, which says what is missing and how to install the `gpu` extra.
+Each wrapper checks its inputs (every message names the offending value), looks up the launch plan of
+its shapes (runtime._plan) and launches the kernel of the .cu file of the same name.
 """
 import math
-import os
 
 import numpy as np
 
-from minicnn.backend import require_gpu
-
-cp = require_gpu()
-
-from .dropout import threshold  # noqa: E402  (the mask's keep threshold, shared with the Numba kernel)
-from .im2col import out_size  # noqa: E402  (the shared output-size formula; pure Python)
-
-__all__ = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-           "avg_pool2d_backward", "affine_warp", "dropout_apply", "dropout_mask", "adam_update", "sgd_update",
-           "accumulate_grads", "batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward", "cross_entropy_forward",
-           "cross_entropy_backward", "matmul", "gemm", "sum_rows", "sum_leading", "batch_chunks", "map_chunks",
-           "cuda_source", "compile_all", "wide_columns", "keep_columns", "direct_conv",
-           "weight_grad_columns_first"]
-
-# The wide grid of kernels/im2col.py is a CPU trick (long contiguous copies instead of short rows): im2col.cu
-# runs one thread per entry, where row length does not matter, and the wide grid would only add garbage
-# columns to the GEMMs (8% for eip4's second layer, more on smaller maps). Not measured on a GPU.
-wide_columns = False
-keep_columns = True  # forward's column matrix is kept for backward: one launch and one pass less
-# kernels/conv_direct.py's register tile is a CPU answer to BLAS on skinny products; the GPU runs im2col + gemm.cu.
-direct_conv = False
-# The weight gradient as gy @ col^T, which gemm.cu writes in the weight's own layout (the CPU's BLAS prefers
-# (col @ gy^T)^T, whose transposed result then costs a copy here: one launch per layer and step).
-weight_grad_columns_first = False
-
-KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
-
-# --fmad=false: no fused multiply-add contraction, so the double arithmetic of the optimizer, affine
-# and average-pool kernels rounds operation by operation exactly like the Numba (LLVM, no fast-math)
-# loops. The kernels are memory-bound; FMA would buy nothing measurable here.
-NVRTC_OPTIONS = ("--fmad=false",)
-
-# Every extern "C" entry point, per .cu file, without its type suffix; each exists as NAME_f32 and
-# NAME_f64 (affine_warp: _f32 only). .ci/compile_cuda.sh checks these names in the compiled cubins.
-KERNELS = {
-    "im2col": ["im2col", "col2im"],
-    "pool": ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"],
-    "dropout": ["dropout_apply"],
-    "affine": ["affine_warp"],
-    "optim": ["adam_update", "sgd_update", "accumulate_grads"],
-    "gemm": ["gemm", "gemm_sum_slices", "sum_rows"],
-    "relu": ["relu_forward", "relu_backward"],
-    "cross_entropy": ["cross_entropy_forward", "cross_entropy_backward"],
-    "batchnorm": ["batch_norm_forward_sums", "batch_norm_forward", "batch_norm_backward_sums", "batch_norm_backward"],
-}
-FLOAT32_ONLY = ["affine_warp"]
-
-THREADS = 256
-MAX_BLOCKS = 65536
-
-# Host scalars passed to kernels while a CUDA graph was being captured that change from step to step in eager
-# training, and which its replays keep at their captured values (minicnn/cuda_graph.py reads and clears this
-# list). The learning rate is frozen too, but it changes only when the caller's schedule changes it.
-frozen_scalars = []
-
-# Dropout keys change at every step, so dropout.cu and batchnorm.cu take the key as key + *key_offset. Eagerly,
-# key_offset points to _ZERO_KEY. While minicnn/cuda_graph.py captures a step it sets `key_slots` to an object
-# whose slot(key) returns a one-value device array, and the kernels get key 0 and that slot: the host writes
-# the step's keys into the slots before each replay, so replays draw fresh masks exactly as eager steps do.
-key_slots = None
-_ZERO_KEY = cp.zeros(1, dtype=np.uint64)
-
-
-def _capturing():
-    """Is the current stream being captured into a CUDA graph? (Never the legacy default stream, ptr 0.)"""
-    stream = cp.cuda.get_current_stream()
-    return stream.ptr != 0 and stream.is_capturing()
-
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-_MODULES = {}    # .cu name -> cupy.RawModule, built once per process
-_FUNCTIONS = {}  # (.cu name, kernel name) -> cupy.RawKernel
-
-
-def cuda_source(name):
-    """The text of kernels/NAME.cu, exactly as CuPy compiles it."""
-    path = os.path.join(KERNEL_DIR, name + ".cu")
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
-def _function(module, kernel):
-    """The compiled kernel `kernel` of kernels/`module`.cu (the module is compiled on first use only)."""
-    key = (module, kernel)
-    fn = _FUNCTIONS.get(key)
-    if fn is None:
-        mod = _MODULES.get(module)
-        if mod is None:
-            mod = cp.RawModule(code=cuda_source(module), options=NVRTC_OPTIONS)
-            _MODULES[module] = mod
-        fn = mod.get_function(kernel)
-        _FUNCTIONS[key] = fn
-    return fn
-
-
-def compile_all():
-    """Compile every .cu file and look up every entry point now (warm-up); returns the entry names."""
-    names = []
-    for module, kernels in KERNELS.items():
-        for base in kernels:
-            for suffix in (("f32",) if base in FLOAT32_ONLY else ("f32", "f64")):
-                _function(module, f"{base}_{suffix}")
-                names.append(f"{base}_{suffix}")
-    return names
-
-
-def _launch(fn, total, args):
-    """Run `fn` over `total` work items (one thread each, grid-stride) on the current stream."""
-    if total <= 0:
-        return
-    blocks = min((total + THREADS - 1) // THREADS, MAX_BLOCKS)
-    fn((blocks,), (THREADS,), args)
-
-
-# Launch plans. An eager training step calls the same wrappers with the same few shapes again and again, and
-# their Python work -- checking the integer settings, computing output shapes and grids, making the typed
-# scalars -- took more host time than the launches themselves. So that work is done once per combination of
-# (shapes, dtypes, settings), the `key`, and its result kept here; a call then checks its arrays, looks the
-# plan up, allocates its outputs and launches. The launch settings THREADS and MAX_BLOCKS are part of every key.
-_PLANS = {}
-
-
-def _plan(key, make):
-    """make() for this key the first time, the kept result afterwards."""
-    key = key + (THREADS, MAX_BLOCKS)
-    plan = _PLANS.get(key)
-    if plan is None:
-        plan = make()
-        if len(_PLANS) > 4096:  # many distinct shapes: start again rather than grow without bound
-            _PLANS.clear()
-        _PLANS[key] = plan
-    return plan
-
-
-def _grid_stride(module, kernel, total, scalars):
-    """The plan of a grid-stride launch over `total` items: (kernel, grid, trailing scalar arguments), or None
-    when there is nothing to do. Run it with _run."""
-    if total <= 0:
-        return None
-    return _function(module, kernel), (min((total + THREADS - 1) // THREADS, MAX_BLOCKS),), scalars
-
-
-def _run(launch, arrays, extra=()):
-    """Launch a planned grid-stride kernel on `arrays`, then the plan's scalars, then `extra` (per-call values)."""
-    if launch is not None:
-        fn, grid, scalars = launch
-        fn(grid, (THREADS,), arrays + scalars + extra)
-
-
-# The kernels split flat indices with 32-bit arithmetic (a 64-bit division is several times slower on a GPU),
-# so every array they index stays below this many values (2^31 less room for a grid-stride step).
-INDEX_LIMIT = 2 ** 31 - 2 ** 24
-
-
-def _check_index_range(op, **sizes):
-    for name, size in sizes.items():
-        if size >= INDEX_LIMIT:
-            raise ValueError(f"{op} (GPU): {name} would hold {size} values, more than the kernels' 32-bit index "
-                             f"arithmetic allows ({INDEX_LIMIT}); use a smaller batch")
-
-
-def _ints(*values):
-    return tuple(np.int32(v) for v in values)
-
-
-# ---- input checks: every message names the value ---------------------------------------------------
-def _float_array(a, name, op, ndim):
-    """a as a C-contiguous float32/float64 CuPy array of `ndim` dimensions (copied only when not contiguous)."""
-    if not isinstance(a, cp.ndarray):
-        raise TypeError(f"{op} (GPU): {name} must be a CuPy array, got {type(a).__module__}.{type(a).__name__}; "
-                        "move the data with Tensor.to('gpu') or cupy.asarray first")
-    if a.dtype not in _SUFFIX:
-        raise TypeError(f"{op} (GPU): {name} has dtype {a.dtype}; the CUDA kernels take float32 or float64")
-    if a.ndim != ndim:
-        raise ValueError(f"{op} (GPU): {name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
-    return cp.ascontiguousarray(a)
-
-
-def _check_ints(op, positive=(), non_negative=()):
-    """Window sizes, strides and dilations must be positive ints, paddings non-negative ints."""
-    for names, low in ((positive, 1), (non_negative, 0)):
-        for name, value in names:
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-                what = "a positive int" if low else "a non-negative int"
-                raise ValueError(f"{op} (GPU): {name} must be {what}, got {value!r}")
-
-
-def _flat_buffers(op, **arrays):
-    """In-place optimizer buffers: 1-D, C-contiguous, one float dtype, one length (they cannot be copied)."""
-    dtype = size = None
-    for name, a in arrays.items():
-        if not isinstance(a, cp.ndarray):
-            raise TypeError(f"{op} (GPU): {name} must be a CuPy array, got {type(a).__module__}.{type(a).__name__}")
-        if a.dtype not in _SUFFIX:
-            raise TypeError(f"{op} (GPU): {name} has dtype {a.dtype}; the CUDA kernels take float32 or float64")
-        if a.ndim != 1 or not a.flags.c_contiguous:
-            raise ValueError(f"{op} (GPU): {name} must be a 1-D C-contiguous buffer (it is updated in place), "
-                             f"got shape {tuple(a.shape)} with strides {a.strides}")
-        if dtype is None:
-            dtype, size = a.dtype, a.size
-        elif a.dtype != dtype or a.size != size:
-            first = next(iter(arrays))
-            raise ValueError(f"{op} (GPU): {name} ({a.dtype}, {a.size} values) does not match "
-                             f"{first} ({dtype}, {size} values)")
-    return _SUFFIX[dtype], size
-
-
-def _output_size(op, H, W, OH, OW, detail):
-    if OH < 0 or OW < 0:
-        raise ValueError(f"{op} (GPU): the window does not fit the input: H={H}, W={W}, {detail} "
-                         f"give OH={OH}, OW={OW}")
-
+from . import runtime as rt
+from .graph import _capturing, _key_args, frozen_scalars
+from .runtime import (INDEX_LIMIT, _SUFFIX, _check_index_range, _check_ints, _flat_buffers, _float_array,  # noqa: F401
+                      _function, _grid_stride, _ints, _launch, _output_size, _plan, _run, cp)
+from ..conv_geometry import out_size
+from ..numpy_backend import dropout_threshold as threshold
 
 # ---- im2col.cu -------------------------------------------------------------------------------------
 def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):
@@ -422,17 +201,6 @@ def relu_backward(gy, y):
     return gx
 
 
-# ---- batch scheduling: the GPU takes the whole batch at once (one im2col, one GEMM per group) -----
-from .parallel import chunks_of, in_order as map_chunks  # noqa: E402,F401
-
-
-def batch_chunks(N, bytes_per_image):
-    """The whole batch as one chunk -- the GPU has the parallelism and the memory for it -- unless its column
-    matrix would pass INDEX_LIMIT values (the kernels' 32-bit index arithmetic): then as few chunks as fit."""
-    per_chunk = max(1, min(N, (4 * INDEX_LIMIT) // max(1, bytes_per_image)))  # float32 or wider: <= INDEX_LIMIT values
-    return chunks_of(N, per_chunk)
-
-
 # ---- batchnorm.cu ----------------------------------------------------------------------------------
 BN_MAX_THREADS = 256  # the size of the shared arrays of batchnorm.cu's block sums
 
@@ -444,7 +212,7 @@ def _bn_geometry(x):
     sums (at most 32 per channel) for the elementwise pass to re-add cheaply."""
     N, C, H, W = x.shape
     _check_index_range("batch norm", x=x.size)
-    threads = min(THREADS, BN_MAX_THREADS)
+    threads = min(rt.THREADS, BN_MAX_THREADS)
     S = max(1, min(32, -(-N * H * W // (threads * 16))))
     return N, C, H * W, S, threads
 
@@ -455,7 +223,7 @@ def _bn_plan(x, kernel, relu, update=None, eps=None, momentum=None):
     and momentum."""
     N, C, HW, S, threads = _bn_geometry(x)
     suffix = _SUFFIX[x.dtype]
-    sums = (_function("batchnorm", kernel + "_sums_" + suffix), (min(C * S, MAX_BLOCKS),), (threads,),
+    sums = (_function("batchnorm", kernel + "_sums_" + suffix), (min(C * S, rt.MAX_BLOCKS),), (threads,),
             _ints(N, C, HW, S, relu), C * S * 2)
     scalars = (_ints(N, C, HW, S, relu) if update is None else
                _ints(N, C, HW, S, update, relu) + (np.float64(eps), np.float64(momentum)))
@@ -467,17 +235,6 @@ def _bn_sums(sums, arrays, drop=()):
     partial = cp.empty(size, dtype=np.float64)
     fn(grid, block, arrays + (partial,) + scalars + drop)
     return partial
-
-
-def _key_args(p, key):
-    """The kernel arguments (key, key_offset) of a dropout key: (key, a zero) eagerly; while a CUDA graph is
-    captured, (0, the key's slot) from `key_slots`, or the key frozen (listed in frozen_scalars) without them."""
-    if p > 0 and _capturing():
-        slot = key_slots.slot(key) if key_slots is not None else None
-        if slot is not None:
-            return np.uint64(0), slot
-        frozen_scalars.append("dropout key")
-    return np.uint64(key), _ZERO_KEY
 
 
 def _bn_dropout(p, key):
@@ -606,7 +363,7 @@ def cross_entropy_forward(x, t, divisor=1):
     losses, p = cp.empty(N, dtype=x.dtype), cp.empty_like(x)
     reduced = cp.empty((), dtype=x.dtype)
     _function("cross_entropy", "cross_entropy_forward_" + _SUFFIX[x.dtype])(
-        (1,), (min(THREADS, CE_MAX_THREADS),), (x, t, losses, p, reduced) + _ints(N, K) + (np.float64(divisor),))
+        (1,), (min(rt.THREADS, CE_MAX_THREADS),), (x, t, losses, p, reduced) + _ints(N, K) + (np.float64(divisor),))
     return losses, p, reduced
 
 
@@ -627,24 +384,22 @@ def cross_entropy_backward(p, t, gy, divisor):
 
 
 # ---- matrix products -------------------------------------------------------------------------------
-# Who multiplies: "gemm" -- gemm.cu, our tiled kernel, everywhere (the default); "cupy" -- cupy.matmul, i.e.
-# cuBLAS. An eager eip4 step is host-bound (about 1.3 ms of GPU work in a 6-9 ms step): measured on an H200
-# in interleaved rounds (benchmarks/README.md, session 6), the step took 9.11 ms with gemm.cu and 10.50 ms
-# with cupy.matmul, though cuBLAS's kernels are faster on the GPU (about 330 against 570 us per step); each
-# cuBLAS call costs the host more (calling it directly through CuPy's binding was no faster). gemm.cu is
-# also what a CUDA graph must use (CuPy refuses cuBLAS calls during stream capture), so eager steps and
-# replays run the same kernels. Set matmul_route = "cupy" for cuBLAS, e.g. for much larger batches or layers.
-matmul_route = "gemm"
-_GEMM_ROUTES = ("gemm", "cupy")
+# Who multiplies (minicnn.config's `gemm`): "gemm" -- gemm.cu, our tiled kernel, everywhere (the default); "cupy"
+# -- cupy.matmul, i.e. cuBLAS. An eager eip4 step is host-bound (about 1.3 ms of GPU work in a 6-9 ms step):
+# measured on an H200 in interleaved rounds (benchmarks/README.md), the step took 9.11 ms with gemm.cu and
+# 10.50 ms with cupy.matmul, though cuBLAS's kernels are faster on the GPU (about 330 against 570 us per step);
+# each cuBLAS call costs the host more. gemm.cu is also what a CUDA graph must use (CuPy refuses cuBLAS calls
+# during stream capture), so eager steps and replays run the same kernels. "cupy" suits much larger layers.
+GEMM_ROUTES = ("gemm", "cupy")
 
 
-def matmul(a, b, bias=None):
-    """a @ b (leading dimensions broadcast), plus bias[i] on row i when given, by `matmul_route`; gemm.cu while a
-    CUDA graph is captured."""
-    if matmul_route == "gemm" or _capturing():
+def matmul(a, b, bias=None, route="gemm"):
+    """a @ b (leading dimensions broadcast), plus bias[i] on row i when given, by `route`; gemm.cu while a CUDA
+    graph is captured."""
+    if route == "gemm" or _capturing():
         return gemm(a, b, bias)
-    if matmul_route != "cupy":
-        raise ValueError(f"matmul (GPU): matmul_route must be one of {_GEMM_ROUTES}, got {matmul_route!r}")
+    if route != "cupy":
+        raise ValueError(f"matmul (GPU): route must be one of {GEMM_ROUTES}, got {route!r}")
     if a.ndim == b.ndim == 3 and a.shape[0] == b.shape[0] == 1:
         c = cp.matmul(a[0], b[0])[None]  # one group: CuPy's 2-D path, a single cuBLAS call
     else:
@@ -711,11 +466,11 @@ def _gemm_plan(a, b):
     plan = dict(views=a3 is a and b3 is b, batch_shape=batch_shape, out=(batch, S, M, N), zero=K == 0,
                 result=batch_shape + (M, N), launch=None, sum=None)
     if batch * M * N and K:
-        plan["launch"] = (_function("gemm", "gemm_" + suffix), (min(tiles * S, MAX_BLOCKS),),
+        plan["launch"] = (_function("gemm", "gemm_" + suffix), (min(tiles * S, rt.MAX_BLOCKS),),
                           _ints(batch, M, N, K, S, KS) + tuple(np.int64(s) for s in sa + sb))
     if S > 1:  # the S partial products, added in slice order by one thread per output value
         total = batch * M * N
-        plan["sum"] = (_function("gemm", "gemm_sum_slices_" + suffix), (min(-(-total // THREADS), MAX_BLOCKS),),
+        plan["sum"] = (_function("gemm", "gemm_sum_slices_" + suffix), (min(-(-total // rt.THREADS), rt.MAX_BLOCKS),),
                        (np.int64(M * N), np.int64(N), np.int32(S), np.int64(total)))
     return plan
 
@@ -750,7 +505,7 @@ def gemm(a, b, bias=None):
         return out.reshape(plan["result"])
     fn, grid, scalars = plan["sum"]
     c = cp.empty(plan["result"], dtype=a.dtype)
-    fn(grid, (THREADS,), (out, c) + with_bias + scalars)
+    fn(grid, (rt.THREADS,), (out, c) + with_bias + scalars)
     return c
 
 
@@ -796,7 +551,7 @@ def sum_rows(a):
         if L == 0:
             out.fill(0)
         else:
-            _function("gemm", "sum_rows_" + _SUFFIX[a.dtype])((min(R, MAX_BLOCKS),), (min(THREADS, SUM_MAX_THREADS),),
+            _function("gemm", "sum_rows_" + _SUFFIX[a.dtype])((min(R, rt.MAX_BLOCKS),), (min(rt.THREADS, SUM_MAX_THREADS),),
                                                               (a, out, np.int32(R), np.int64(L)))
     return out
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from minicnn.kernels.simd import WIDE_VECTORS, compile_vectorized, use_512_bit_vectors
+from minicnn.kernels.cpu_fast.simd import WIDE_VECTORS, compile_vectorized, use_512_bit_vectors
 
 
 @njit

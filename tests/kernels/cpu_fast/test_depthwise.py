@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minicnn.functional as F
-from minicnn.kernels import conv_depthwise
-from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, reference_grads, run_conv
-from test_conv_direct import cpu_kernels_or_skip
+from minicnn.kernels.cpu_fast import depthwise as conv_depthwise
+from conv_cases import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, reference_grads, run_conv
+from test_direct import cpu_kernels_or_skip
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from minicnn.kernels import cpu
-from minicnn.kernels.relu import relu_backward_numpy, relu_forward_numpy
+from minicnn.kernels.numpy_backend import relu_backward as relu_backward_numpy, relu_forward as relu_forward_numpy
 
 
 def arrays(dtype):

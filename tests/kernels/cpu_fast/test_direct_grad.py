@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minicnn.functional as F
-from minicnn.kernels.conv_direct_grad import (BP, CB, MIN_WALK, conv2d_direct_grads, conv2d_image_grad_plain,
+from minicnn.kernels.cpu_fast.direct_grad import (BP, CB, MIN_WALK, conv2d_direct_grads, conv2d_image_grad_plain,
                                               conv2d_weight_grad_plain, flipped_weights, grad_rows, image_grad_fits,
                                               tile_source, weight_grad_fits)
-from test_conv import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, reference_grads, run_conv
+from conv_cases import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, reference_grads, run_conv
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -150,7 +150,7 @@ def test_fits():
 
 def test_the_tile_file_is_what_the_generator_writes():
     """kernels/conv_grad_tile.py is generated: regenerate it with `python -m minicnn.kernels.conv_direct_grad > kernels/conv_grad_tile.py`."""
-    import minicnn.kernels.conv_grad_tile as tile
+    import minicnn.kernels.cpu_fast.generated.grad_tile as tile
     with open(tile.__file__) as f:
         assert f.read() == tile_source(), "kernels/conv_grad_tile.py is out of date with conv_direct_grad.tile_source()"
 
@@ -217,7 +217,7 @@ def test_engine_backward_of_the_first_layer_computes_no_image_gradient(monkeypat
 def test_weight_gradient_with_the_output_channels_as_lanes_matches_the_definition(C, PH, PW, monkeypatch, rng):
     """float32, OC = 16 and 3x3: conv2d_direct_grads takes conv_lanes' weight tile (2 input channels per pass, the last
     pass overlapping when C is odd, 1 when C = 1)."""
-    from minicnn.kernels import conv_direct_grad, conv_lanes
+    from minicnn.kernels.cpu_fast import direct_grad as conv_direct_grad, lanes as conv_lanes
     used = []
     real = conv_lanes.conv2d_weight_grad_lanes
     monkeypatch.setattr(conv_direct_grad, "conv2d_weight_grad_lanes", lambda *a: used.append(1) or real(*a))
@@ -243,7 +243,7 @@ def test_chunks_on_numbas_threads_cover_the_batch_once(per, dtype, OC, H, PH, mo
     """Chunks of 1 or 2 images (5 images: the last chunk shorter), whatever the thread count: every image computed
     once, the chunks' weight and bias gradients all added. Forward and backward against the definition (PH = 0: the
     image gradient written by the tile straight into gx, image by image; PH = 1: the chunk's tall image, unrows)."""
-    from minicnn.kernels import conv_direct, conv_direct_grad
+    from minicnn.kernels.cpu_fast import direct as conv_direct, direct_grad as conv_direct_grad
     monkeypatch.setattr(conv_direct, "images_per_chunk", lambda N, bytes_per_image: per)
     monkeypatch.setattr(conv_direct_grad, "images_per_chunk", lambda N, bytes_per_image: per)
     case = dict(N=5, C=9, OC=OC, H=H, W=H, KH=3, KW=3, PH=PH, PW=PH, seed=int(rng.integers(2 ** 31)))
@@ -264,7 +264,7 @@ def test_weight_gradient_beside_the_image_gradient_takes_the_lanes_only_where_ro
                                                                                                rng):
     """Both gradients asked: the rows tile reuses the image gradient's rows, garbage included (26x26: 15% of them,
     12x12: 31%), the lanes tile where more than a third is garbage (10x10: 36%, 8x8: 44%). Right either way."""
-    from minicnn.kernels import conv_direct_grad, conv_lanes
+    from minicnn.kernels.cpu_fast import direct_grad as conv_direct_grad, lanes as conv_lanes
     used = []
     real = conv_lanes.conv2d_weight_grad_lanes
     monkeypatch.setattr(conv_direct_grad, "conv2d_weight_grad_lanes", lambda *a: used.append(1) or real(*a))

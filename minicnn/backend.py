@@ -89,6 +89,19 @@ def kernels_for_device(device):
     return importlib.import_module(CPU_MODULES[cfg.kernels])
 
 
+def on_first_compile(callback, device="cpu"):
+    """Call callback(info) once, just before the backend of `device` compiles its first kernel in this process
+    (nothing is called when every kernel comes from the disk cache). info is a dict with "cache_dir" (where the
+    compiled kernels are kept) and "seconds" (about how long compiling the kernels of a training run takes on
+    2 cores). Returns False when that backend compiles nothing ahead of use (plain NumPy, the GPU's NVRTC)."""
+    kernels = kernels_for_device(device)
+    register = getattr(kernels, "on_first_compile", None)
+    if register is None:
+        return False
+    register(callback)
+    return True
+
+
 def to_device(a, device):
     """Copy a raw array to 'cpu' or 'gpu' (no copy when it is already there)."""
     device = normalize_device(device)

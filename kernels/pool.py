@@ -8,8 +8,13 @@ Notation:
 
 Max pool:  y[n, c, oh, ow] = max over kh, kw of x[n, c, oh*SH - PH + kh, ow*SW - PW + kw]
            padding counts as minus infinity (never chosen, because PH <= KH // 2 leaves every window
-           at least one real pixel). Ties: the FIRST maximum in row-major window order wins
-           (strict '>' while scanning kh, then kw), and it alone receives the gradient.
+           at least one real pixel). The scan is PyTorch's: the winner starts as the window's first
+           real pixel; the real pixels are visited in row-major order (kh, then kw), and v becomes the
+           winner when v > best or v is NaN. So:
+             - ties: the FIRST maximum wins, and it alone receives the gradient;
+             - NaN: a NaN anywhere in the window makes y NaN, and the LAST NaN in row-major order wins
+               (y is that NaN, bits and all; argmax is its position), so the gradient lands on it;
+             - a window of -inf only: y = -inf, argmax = its first real pixel.
            argmax[n, c, oh, ow] = ih * W + iw of the winner, so backward adds gy there:
            dx[n, c, argmax // W, argmax % W] += gy[n, c, oh, ow]  (overlapping windows accumulate).
 Avg pool:  y = (sum of the window, padding counted as zeros) / (KH * KW).
@@ -29,8 +34,8 @@ def _max_forward(x, KH, KW, SH, SW, PH, PW, y, argmax):
         c = nc % C
         for oh in range(OH):
             for ow in range(OW):
-                best = -np.inf
-                where = -1
+                ih0, iw0 = max(oh * SH - PH, 0), max(ow * SW - PW, 0)  # the window's first real pixel
+                best, where = x[n, c, ih0, iw0], ih0 * W + iw0
                 for kh in range(KH):
                     ih = oh * SH - PH + kh
                     if ih < 0 or ih >= H:
@@ -40,7 +45,7 @@ def _max_forward(x, KH, KW, SH, SW, PH, PW, y, argmax):
                         if iw < 0 or iw >= W:
                             continue
                         v = x[n, c, ih, iw]
-                        if v > best or where < 0:
+                        if v > best or v != v:  # larger, or NaN (v != v holds for NaN only)
                             best = v
                             where = ih * W + iw
                 y[n, c, oh, ow] = best
@@ -50,7 +55,14 @@ def _max_forward(x, KH, KW, SH, SW, PH, PW, y, argmax):
 @njit(cache=True, parallel=True)
 def _max_forward_2x2(x, y, argmax):
     """_max_forward for 2x2 windows, stride 2, no padding (eip4's pools): the four reads without the bounds
-    tests, compared in the same order with the same rule (the first value wins ties, and a NaN there)."""
+    tests, and the same rule in a form that LLVM compiles without branches on the values (written as
+    `v > best or v != v`, the selects become branches that mispredict on random data, 8x slower):
+        key    the largest value so far, a NaN counted as +inf (v if v < inf else inf): never NaN itself;
+        v wins when not (v <= key): v is NaN (so the last NaN wins) or larger than all before it (a tie
+               does not win, so the first maximum does);
+        y      key, or the winner itself when key is +inf (a NaN won, or +inf did): the NaN, bits and all.
+    """
+    inf = np.float32(np.inf)  # float32: np.inf (float64) would widen the float32 compares to float64
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
     for nc in prange(N * C):
@@ -62,14 +74,24 @@ def _max_forward_2x2(x, y, argmax):
             base = 2 * oh * W
             for ow in range(OW):
                 j = 2 * ow
-                best, where = r0[j], base + j
-                if r0[j + 1] > best:
-                    best, where = r0[j + 1], base + j + 1
-                if r1[j] > best:
-                    best, where = r1[j], base + W + j
-                if r1[j + 1] > best:
-                    best, where = r1[j + 1], base + W + j + 1
-                yo[ow] = best
+                v = r0[j]
+                where, key = base + j, (v if v < inf else inf)
+                v = r0[j + 1]
+                if not v <= key:
+                    where = base + j + 1
+                vk = v if v < inf else inf  # NaN -> +inf
+                key = vk if vk > key else key
+                v = r1[j]
+                if not v <= key:
+                    where = base + W + j
+                vk = v if v < inf else inf  # NaN -> +inf
+                key = vk if vk > key else key
+                v = r1[j + 1]
+                if not v <= key:
+                    where = base + W + j + 1
+                vk = v if v < inf else inf  # NaN -> +inf
+                key = vk if vk > key else key
+                yo[ow] = key if key < inf else x[n, c, where // W, where % W]
                 ao[ow] = where
 
 

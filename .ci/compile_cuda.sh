@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Compile every CUDA source kernels/*.cu exactly as CuPy compiles it at run time -- no GPU needed.
 #
-# kernels/gpu.py hands each .cu file to cupy.RawModule verbatim (nothing prepended) with the
-# options in gpu.NVRTC_OPTIONS, so this script compiles the same files with the same options:
+# kernels/gpu/runtime.py hands each .cu file to cupy.RawModule verbatim (nothing prepended) with the
+# options in runtime.NVRTC_OPTIONS, so this script compiles the same files with the same options:
 #   1. nvcc --cubin for the newest target we tune for (sm_90, H100) and the oldest CUDA 13 still
 #      accepts (sm_75, Turing); warnings are errors;
-#   2. checks that every entry point gpu.KERNELS names (NAME_f32 / NAME_f64) is in the cubin, so a
+#   2. checks that every entry point runtime.KERNELS names (NAME_f32 / NAME_f64) is in the cubin, so a
 #      renamed kernel fails here rather than at run time on a GPU machine;
 #   3. compiles with NVRTC itself (the compiler CuPy uses) when libnvrtc can be found: MINICNN_NVRTC,
 #      the pip wheel nvidia-cuda-nvrtc, or the CUDA toolkit; otherwise says it skipped that step.
@@ -24,11 +24,11 @@ if ! command -v nvcc >/dev/null 2>&1; then
 fi
 echo "compile_cuda.sh: $(nvcc --version | tail -n 2 | head -n 1)"
 
-# The options and entry-point names, read from gpu.py without importing it (that needs CuPy and a GPU).
-read_gpu_py() {
+# The options and entry-point names, read from kernels/gpu/runtime.py without importing it (that needs CuPy).
+read_runtime_py() {
     "$PY" - "$1" <<'EOF'
 import ast, json, sys
-tree = ast.parse(open("kernels/gpu.py", encoding="utf-8").read())
+tree = ast.parse(open("kernels/gpu/runtime.py", encoding="utf-8").read())
 values = {}
 for node in tree.body:
     if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -37,14 +37,14 @@ for node in tree.body:
             values[name] = ast.literal_eval(node.value)
 missing = {"NVRTC_OPTIONS", "KERNELS", "FLOAT32_ONLY"} - set(values)
 if missing:
-    sys.exit(f"kernels/gpu.py does not define {sorted(missing)} as literals")
+    sys.exit(f"kernels/gpu/runtime.py does not define {sorted(missing)} as literals")
 what = sys.argv[1]
 print(" ".join(values["NVRTC_OPTIONS"]) if what == "options" else json.dumps(values))
 EOF
 }
-OPTIONS="$(read_gpu_py options)"
-SPEC="$(read_gpu_py all)"
-echo "compile_cuda.sh: options from kernels/gpu.py NVRTC_OPTIONS: ${OPTIONS:-<none>}"
+OPTIONS="$(read_runtime_py options)"
+SPEC="$(read_runtime_py all)"
+echo "compile_cuda.sh: options from kernels/gpu/runtime.py NVRTC_OPTIONS: ${OPTIONS:-<none>}"
 
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
@@ -66,14 +66,14 @@ for cu in "${SOURCES[@]}"; do
     done
 done
 
-# Every entry point that gpu.py looks up must be in every cubin of its .cu file.
+# Every entry point that the GPU runtime looks up must be in every cubin of its .cu file.
 "$PY" - "$OUT" "$SPEC" "$ARCHS" <<'EOF'
 import json, os, sys
 out, spec, archs = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].split()
 bad = []
 for module, kernels in spec["KERNELS"].items():
     if not os.path.exists(f"kernels/{module}.cu"):
-        bad.append(f"kernels/{module}.cu (named in gpu.KERNELS) does not exist")
+        bad.append(f"kernels/{module}.cu (named in runtime.KERNELS) does not exist")
         continue
     for arch in archs:
         blob = open(os.path.join(out, f"{module}.{arch}.cubin"), "rb").read()
@@ -84,7 +84,7 @@ for module, kernels in spec["KERNELS"].items():
 if bad:
     sys.exit("compile_cuda.sh: " + "\n".join(bad))
 count = sum(len(k) for k in spec["KERNELS"].values())
-print(f"entry points: all {count} kernels named in gpu.KERNELS found in every cubin ({', '.join(archs)})")
+print(f"entry points: all {count} kernels named in runtime.KERNELS found in every cubin ({', '.join(archs)})")
 EOF
 
 # NVRTC, the run-time compiler CuPy uses, when its library is on this machine.

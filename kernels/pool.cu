@@ -11,9 +11,12 @@ Layouts (C-contiguous): x, gx (N, C, H, W); y, gy, argmax (N, C, OH, OW);
 Window (oh, ow) covers rows ih = oh*SH - PH + kh (0 <= kh < KH) and columns iw = ow*SW - PW + kw.
 
 Max forward, thread mapping: ONE THREAD PER OUTPUT (n, c, oh, ow).
-    The thread scans its window in row-major order (kh, then kw) with a strict '>', so the FIRST
-    maximum wins -- the tie rule of pool.py -- and stores y and argmax = ih*W + iw of the winner.
-    Padding is never read (it counts as minus infinity).
+    The rule of pool.py (PyTorch's): the winner starts as the window's first real pixel; the thread
+    scans the real pixels in row-major order (kh, then kw) and v becomes the winner when
+    v > best || v != v (larger, or NaN). So the FIRST maximum wins ties, and a NaN anywhere in the
+    window wins -- the LAST NaN when there are several. The thread stores y (the winner's value,
+    a NaN bit for bit) and argmax = ih*W + iw of the winner. Padding is never read (it counts as
+    minus infinity).
 
 Max backward, thread mapping: ONE THREAD PER INPUT PIXEL (n, c, ih, iw) -- a GATHER.
     gx[n, c, ih, iw] = sum of gy[n, c, oh, ow] over the windows (oh, ow) that CONTAIN the pixel and
@@ -31,11 +34,6 @@ Average backward, thread mapping: ONE THREAD PER INPUT PIXEL -- a gather over th
 Types: float (suffix _f32) and double (suffix _f64); argmax is int32.
 Self-contained on purpose (no #include): NVRTC (CuPy) and nvcc compile exactly this text.
 */
-
-template <typename T> __device__ T minus_infinity();
-template <> __device__ float minus_infinity<float>() { return __int_as_float((int)0xff800000u); }
-template <> __device__ double minus_infinity<double>()
-{ return __longlong_as_double((long long)0xfff0000000000000ull); }
 
 /* The range lo..hi (inclusive) of window indices o along one axis whose window contains pixel i. */
 __device__ inline void windows_containing(int i, int P, int K, int S, int O, int* lo, int* hi)
@@ -58,8 +56,10 @@ __device__ void max_forward_impl(const T* __restrict__ x, T* __restrict__ y, int
         const int oh = (int)((i / OW) % OH);
         const long long plane = i / ((long long)OH * OW);        /* n*C + c */
         const T* xp = x + plane * H * (long long)W;
-        T best = minus_infinity<T>();
-        int where = -1;
+        const int ih0 = oh * SH - PH < 0 ? 0 : oh * SH - PH;     /* the window's first real pixel */
+        const int iw0 = ow * SW - PW < 0 ? 0 : ow * SW - PW;
+        int where = ih0 * W + iw0;
+        T best = xp[where];
         for (int kh = 0; kh < KH; ++kh) {
             const int ih = oh * SH - PH + kh;
             if (ih < 0 || ih >= H) continue;
@@ -67,7 +67,7 @@ __device__ void max_forward_impl(const T* __restrict__ x, T* __restrict__ y, int
                 const int iw = ow * SW - PW + kw;
                 if (iw < 0 || iw >= W) continue;
                 const T v = xp[ih * W + iw];
-                if (v > best || where < 0) {
+                if (v > best || v != v) {                        /* larger, or NaN (v != v for NaN only) */
                     best = v;
                     where = ih * W + iw;
                 }

@@ -326,17 +326,39 @@ def test_host_emulated_im2col_and_col2im_equal_numba_bit_for_bit(host_gpu, case,
     np.testing.assert_array_equal(dx, cpu.col2im(gcol, H, W, SH, SW, PH, PW, DH, DW))
 
 
+def pool_input(rng, shape, dtype, values):
+    """normal: N(0, 1). ties: small integers, many equal values (the first maximum in row-major order wins).
+    nans: small integers with NaN (several payloads and both signs), +inf and -inf mixed in, often several
+    NaNs to a window (a NaN anywhere wins, the last one in row-major order)."""
+    if values == "normal":
+        return rng.standard_normal(shape).astype(dtype)
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    if values == "nans":
+        bits = x.view(np.uint32 if dtype == np.float32 else np.uint64)
+        nan = [0x7FC00000, 0xFFC00000, 0x7FC00123] if dtype == np.float32 else \
+            [0x7FF8000000000000, 0xFFF8000000000000, 0x7FF8000000000123]
+        pick = rng.random(shape)
+        bits[pick < 0.3] = rng.choice(np.array(nan, bits.dtype), size=int((pick < 0.3).sum()))
+        x[(pick >= 0.3) & (pick < 0.4)] = np.inf
+        x[(pick >= 0.4) & (pick < 0.5)] = -np.inf
+    return x
+
+
+def same_bits(a, b):
+    """Equal arrays bit for bit: a NaN must be the same NaN (sign and payload), -0.0 is not 0.0."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
 @needs_cxx
 @HOST_SETTINGS
-@given(pool_cases(), st.sampled_from([np.float32, np.float64]), st.booleans())
-def test_host_emulated_pooling_equals_numba_bit_for_bit(host_gpu, case, dtype, ties):
+@given(pool_cases(), st.sampled_from([np.float32, np.float64]), st.sampled_from(["normal", "ties", "nans"]))
+def test_host_emulated_pooling_equals_numba_bit_for_bit(host_gpu, case, dtype, values):
     N, C, H, W, KH, KW, SH, SW, PH, PW, seed = case
     rng = np.random.default_rng(seed)
-    # small integers: many equal values, so the tie rule (first maximum in row-major order) is exercised
-    x = (rng.integers(-2, 3, (N, C, H, W)) if ties else rng.standard_normal((N, C, H, W))).astype(dtype)
+    x = pool_input(rng, (N, C, H, W), dtype, values)
     y, argmax = host_gpu.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
     y_cpu, argmax_cpu = cpu.max_pool2d_forward(x, KH, KW, SH, SW, PH, PW)
-    np.testing.assert_array_equal(y, y_cpu)
+    assert same_bits(y, y_cpu), (y, y_cpu)
     np.testing.assert_array_equal(argmax, argmax_cpu)
     assert argmax.dtype == np.int32
     gy = rng.standard_normal(y.shape).astype(dtype)
@@ -347,6 +369,44 @@ def test_host_emulated_pooling_equals_numba_bit_for_bit(host_gpu, case, dtype, t
                                   cpu.avg_pool2d_forward(x, KH, KW, SH, SW, PH, PW))
     np.testing.assert_array_equal(host_gpu.avg_pool2d_backward(gy, H, W, KH, KW, SH, SW, PH, PW),
                                   cpu.avg_pool2d_backward(gy, H, W, KH, KW, SH, SW, PH, PW))
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window", [(2, 2, 2, 2, 0, 0), (3, 3, 1, 1, 1, 1), (3, 2, 2, 1, 1, 1)],
+                         ids=["2x2 stride 2 (Numba's 2x2 path)", "3x3 stride 1 pad 1", "3x2 stride 2x1 pad 1"])
+def test_host_emulated_max_pool_propagates_nan_like_numba(host_gpu, dtype, window):
+    """One NaN at each position of the planes (so at every position of a window, first or not), then two and
+    three NaNs in a plane, NaN beside +inf, a plane of -inf: the .cu kernel and the Numba kernel agree on the
+    value (the same NaN, bit for bit), on argmax (the last NaN of the window) and on the gathered gradient."""
+    H, W = 6, 5
+    base = np.arange(H * W, dtype=dtype).reshape(H, W) - 7
+    planes = []
+    for k in range(H * W):
+        plane = base.copy()
+        plane.flat[k] = np.nan
+        planes.append(plane)
+    for ks in [(0, 1), (1, 5), (0, 6), (6, 12), (2, 3, 8), (7, 8, 12, 13)]:
+        plane = base.copy()
+        plane.flat[list(ks)] = np.nan
+        plane.flat[ks[0] + 2] = np.inf
+        planes.append(plane)
+    planes.append(np.full((H, W), -np.inf, dtype))
+    x = np.stack(planes)[:, None]
+    y, argmax = host_gpu.max_pool2d_forward(x, *window)
+    y_cpu, argmax_cpu = cpu.max_pool2d_forward(x, *window)
+    assert same_bits(y, y_cpu), (y, y_cpu)
+    np.testing.assert_array_equal(argmax, argmax_cpu)
+    KH, KW, SH, SW, PH, PW = window   # the rule itself: the window's last NaN, else its first maximum
+    for p, oh, ow in np.ndindex(len(planes), *y.shape[2:]):
+        cells = [(ih, iw) for ih in range(oh * SH - PH, oh * SH - PH + KH) for iw in range(ow * SW - PW, ow * SW - PW + KW)
+                 if 0 <= ih < H and 0 <= iw < W]
+        nans = [cell for cell in cells if np.isnan(planes[p][cell])]
+        ih, iw = nans[-1] if nans else max(cells, key=lambda cell: planes[p][cell])  # max: the first maximum
+        assert argmax[p, 0, oh, ow] == ih * W + iw and same_bits(y[p, 0, oh, ow], planes[p][ih, iw]), (p, oh, ow)
+    gy = np.random.default_rng(0).standard_normal(y.shape).astype(dtype)
+    np.testing.assert_array_equal(host_gpu.max_pool2d_backward(gy, argmax, H, W, *window),
+                                  cpu.max_pool2d_backward(gy, argmax_cpu, H, W, *window))
 
 
 @needs_cxx

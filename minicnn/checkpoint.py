@@ -111,8 +111,9 @@ class CheckpointLockedError(CheckpointError):
 
 # ---- the tree: state <-> JSON nodes and arrays ---------------------------------------------------------
 # A node is a JSON value: None, bool, int, str and finite floats stand for themselves, a JSON list for a
-# list; every JSON object is tagged by one key: {"dict": {...}}, {"tuple": [...]}, {"float": "nan"},
-# {"array": "a0", "dtype": "<f4", "shape": [3, 3]} or {"scalar": "a1", "dtype": "<i8"} (a 0-d array).
+# list, and a JSON object is one of five tagged nodes: {"dict": {...}}, {"tuple": [...]}, {"float": "nan"}
+# (or "inf", "-inf"), {"array": "a0", "dtype": "<f4", "shape": [3, 3]} (member a0.npy) or
+# {"scalar": "a1", "dtype": "<i8"} (a NumPy scalar, stored as a 0-d array).
 
 def _encode(value, arrays, where, active):
     """The node of `value`; its arrays are appended to `arrays` as (name, little-endian ndarray)."""
@@ -304,7 +305,7 @@ def _read_archive(path, archive):
         raise CheckpointError(f"{path} is not a minicnn checkpoint (a zip archive without {HEADER})")
     try:
         header = json.loads(_read_member(path, archive, HEADER))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CheckpointError(f"{path} is damaged: {HEADER} is not JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         found = header.get("format") if isinstance(header, dict) else None
@@ -315,7 +316,7 @@ def _read_archive(path, archive):
     try:
         nodes = [header["state"], header["set"]]
         names = _references(nodes, [])
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{path} is damaged: its header is malformed ({exc})") from None
     arrays = [(name, _read_array(path, archive, name)) for name in names]
     try:
@@ -327,7 +328,7 @@ def _read_archive(path, archive):
     arrays = dict(arrays)
     try:
         state, info = _decode(nodes[0], arrays), _decode(nodes[1], arrays)
-    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         raise CheckpointError(f"{path} is damaged: its header is malformed ({exc})") from None
     return state, info, header["sha256"]
 
@@ -437,7 +438,7 @@ def _temp_writer(entry, names):
     for name in names:
         prefix = f".{name}."
         if entry.startswith(prefix) and entry.endswith(".tmp"):
-            match = re.fullmatch(r"(\d+)\.[0-9a-f]{8}", entry[len(prefix):-len(".tmp")])
+            match = re.fullmatch(r"([0-9]+)\.[0-9a-f]{8}", entry[len(prefix):-len(".tmp")])
             if match:
                 return int(match.group(1))
     return None
@@ -451,7 +452,7 @@ def _pid_alive(pid):
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no PID is that large
         return False
     except OSError:  # PermissionError: it runs, as another user
         return True

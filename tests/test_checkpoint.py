@@ -156,7 +156,7 @@ def test_crafted_pickle_is_refused_without_running_it(tmp_path):
         def __reduce__(self):
             return os.system, (f"touch {shlex.quote(str(marker))}",)
     bad = tmp_path / "evil.ckpt"
-    bad.write_bytes(pickle.dumps({"format": "minicnn-checkpoint-1", "trainer": Exploit()}, protocol=4))
+    bad.write_bytes(pickle.dumps({"format": "minicnn-checkpoint-1", "trainer": Exploit()}, pickle.HIGHEST_PROTOCOL))
     with pytest.raises(CheckpointError, match=r"evil\.ckpt is a pickled checkpoint from an older minicnn; pickles "
                                               r"can run code when loaded, so they are not read: retrain"):
         load_checkpoint(bad)
@@ -238,6 +238,14 @@ def test_foreign_missing_and_newer_files_are_clear_errors(tmp_path):
             load_checkpoint(tmp_path / name)
     with pytest.raises(CheckpointError, match="is a folder"):
         load_checkpoint(tmp_path)
+    crafted = tmp_path / "crafted.ckpt"
+    for header, message in [(b'"state": {"eval": "os.system"}, "set": null}', "header is malformed"),
+                            (b'"state": ' + b"[" * 100000 + b"]" * 100000 + b', "set": null}', "not JSON")]:
+        save_checkpoint(crafted, {"epoch": 1})
+        rewrite_member(crafted, "checkpoint.json",
+                       lambda text: b'{"format": "minicnn-checkpoint", "version": 2, "sha256": "0", ' + header)
+        with pytest.raises(CheckpointError, match=f"crafted.ckpt is damaged: .*{message}"):
+            load_checkpoint(crafted)
     newer = tmp_path / "newer.ckpt"
     save_checkpoint(newer, {"epoch": 1})
     rewrite_member(newer, "checkpoint.json", lambda text: text.replace(b'"version": 2', b'"version": 3'))

@@ -173,23 +173,27 @@ def cross_entropy_backward(p, t, gy, divisor):
 
 # ---- optim.py: the updates on the flat buffers, in place -------------------------------------------------------
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0, decoupled=False):
-    """One Adam (AdamW when decoupled) step on flat arrays p, g, m, v, in place."""
+    """One Adam (AdamW when decoupled) step on flat arrays p, g, m, v, in place (arithmetic in float64, stored in the
+    buffers' dtype between the steps, as the Numba loop does)."""
+    f64 = np.float64
+    g = g.astype(f64)
     if decoupled:
-        p -= lr * weight_decay * p
+        p -= (lr * weight_decay * p.astype(f64)).astype(p.dtype)
     else:
-        g = g + weight_decay * p
-    m[...] = beta1 * m + (1.0 - beta1) * g
-    v[...] = beta2 * v + (1.0 - beta2) * g * g
-    p -= lr * (m / (1.0 - beta1 ** step)) / (np.sqrt(v / (1.0 - beta2 ** step)) + eps)
+        g += weight_decay * p.astype(f64)
+    m[...] = beta1 * m.astype(f64) + (1.0 - beta1) * g
+    v[...] = beta2 * v.astype(f64) + (1.0 - beta2) * g * g
+    bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+    p[...] = p.astype(f64) - lr * (m.astype(f64) / bc1) / (np.sqrt(v.astype(f64) / bc2) + eps)
 
 
 def sgd_update(p, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-    """One SGD step (momentum, Nesterov, L2 weight decay) on flat arrays p, g, buf, in place."""
-    g = g + weight_decay * p
+    """One SGD step (momentum, Nesterov, L2 weight decay) on flat arrays p, g, buf, in place (float64 arithmetic)."""
+    g = g.astype(np.float64) + weight_decay * p.astype(np.float64)
     if momentum != 0.0:
-        buf[...] = momentum * buf + g
-        g = g + momentum * buf if nesterov else buf
-    p -= lr * g
+        buf[...] = momentum * buf.astype(np.float64) + g
+        g = g + momentum * buf.astype(np.float64) if nesterov else buf.astype(np.float64)
+    p[...] = p.astype(np.float64) - lr * g
 
 
 def accumulate_grads(dsts, srcs):

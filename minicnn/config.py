@@ -40,7 +40,14 @@ def default_cpu_kernels():
         if chosen not in CPU_KERNELS:
             raise ValueError(f"MINICNN_KERNELS={chosen!r}: choose one of {', '.join(CPU_KERNELS)}")
         return chosen
-    return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
+    return "numba" if _numba_installed() else "numpy"
+
+
+def _numba_installed():
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):   # sys.modules["numba"] is None: marked as not importable
+        return False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import functools
 import sys
 from types import MappingProxyType, SimpleNamespace
 
-from .. import conv_matmul
+from .. import conv_matmul, contract
 from ..conv_geometry import ConvGeometry  # noqa: F401
 from .graph import recording  # noqa: F401
 from .ops import (GEMM_ROUTES, accumulate_grads, adam_update, affine_warp, avg_pool2d_backward,  # noqa: F401
@@ -42,7 +42,8 @@ def with_gemm(route):
         return this
     if route not in GEMM_ROUTES:
         raise ValueError(f"GPU matrix products: route must be one of {GEMM_ROUTES}, got {route!r}")
-    routed = SimpleNamespace(**{name: value for name, value in vars(this).items() if not name.startswith("_")})
+    routed = SimpleNamespace(**{name: getattr(this, name) for name in (*contract.FUNCTIONS, *contract.ATTRIBUTES)},
+                             recording=recording)
     routed.matmul = functools.partial(matmul, route=route)
     routed.conv2d_plan = lambda g, algorithm="auto": conv_matmul.plan(g, algorithm, routed)
     return routed

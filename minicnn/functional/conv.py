@@ -77,6 +77,18 @@ class Conv2d(Function):
         return gx, gw, gb
 
 
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """The column matrix of x (N, C, H, W), shape (C*KH*KW, N*OH*OW): column (n, oh, ow) holds the pixels that
+    output pixel (oh, ow) of image n sees, row (c, kh, kw) one weight's view of the batch. A raw array from the
+    backend's im2col (no gradient): for looking at, as lesson 3 and examples/visualize.py do."""
+    data = getattr(x, "data", x) if not isinstance(x, np.ndarray) else x
+    check_float_4d(data, "input", "im2col")
+    (KH, KW), stride = positive_pair(kernel_size, "kernel_size"), positive_pair(stride, "stride")
+    padding, dilation = non_negative_pair(padding, "padding"), positive_pair(dilation, "dilation")
+    col = kernels_for(data).im2col(data, KH, KW, *stride, *padding, *dilation)
+    return col.reshape(data.shape[1] * KH * KW, -1)
+
+
 def conv2d_algorithm(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, device="cpu", dtype=np.float32):
     """The name of the algorithm a convolution of these shapes runs with under the current configuration:
     "im2col" (the lesson path) or the fast one the backend picks, e.g. "direct" or "pointwise"."""

@@ -399,8 +399,8 @@ def test_host_emulated_max_pool_propagates_nan_like_numba(host_gpu, dtype, windo
     np.testing.assert_array_equal(argmax, argmax_cpu)
     KH, KW, SH, SW, PH, PW = window   # the rule itself: the window's last NaN, else its first maximum
     for p, oh, ow in np.ndindex(len(planes), *y.shape[2:]):
-        cells = [(ih, iw) for ih in range(oh * SH - PH, oh * SH - PH + KH) for iw in range(ow * SW - PW, ow * SW - PW + KW)
-                 if 0 <= ih < H and 0 <= iw < W]
+        cells = [(ih, iw) for ih in range(oh * SH - PH, oh * SH - PH + KH)
+                 for iw in range(ow * SW - PW, ow * SW - PW + KW) if 0 <= ih < H and 0 <= iw < W]
         nans = [cell for cell in cells if np.isnan(planes[p][cell])]
         ih, iw = nans[-1] if nans else max(cells, key=lambda cell: planes[p][cell])  # max: the first maximum
         assert argmax[p, 0, oh, ow] == ih * W + iw and same_bits(y[p, 0, oh, ow], planes[p][ih, iw]), (p, oh, ow)

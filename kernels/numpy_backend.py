@@ -70,7 +70,7 @@ def _windows(x, KH, KW, SH, SW, PH, PW, fill):
 
 
 def max_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
-    """(y, argmax): the window's maximum and its flat input index ih*W + iw; a NaN in the window wins (the first
+    """(y, argmax): the window's maximum and its flat input index ih*W + iw; a NaN in the window wins (the last
     NaN in row-major window order), as in PyTorch; else the first maximum. Padding is -inf."""
     N, C, H, W = x.shape
     win = _windows(x, KH, KW, SH, SW, PH, PW, -np.inf)
@@ -78,7 +78,8 @@ def max_pool2d_forward(x, KH, KW, SH, SW, PH=0, PW=0):
     nan = np.isnan(win)
     values = np.where(real & ~nan, win, -np.inf)
     first_max = (real & (values == values.max(axis=-1, keepdims=True))).argmax(axis=-1)
-    k = np.where(nan.any(axis=-1), nan.argmax(axis=-1), first_max)
+    last_nan = KH * KW - 1 - nan[..., ::-1].argmax(axis=-1)
+    k = np.where(nan.any(axis=-1), last_nan, first_max)
     y = np.take_along_axis(win, k[..., None], axis=-1)[..., 0]
     OH, OW = y.shape[2:]
     ih = np.arange(OH)[:, None] * SH - PH + k // KW

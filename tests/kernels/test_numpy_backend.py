@@ -21,6 +21,7 @@ def close(dtype):
 def test_pooling_equals_the_numba_kernels_with_ties_nans_and_infinities(dtype, window, rng):
     x = rng.integers(-2, 3, (2, 3, 7, 8)).astype(dtype)   # many ties
     x[0, 0, 1, 1], x[1, 2, 4, 5], x[0, 1, 0, 0] = np.nan, -np.inf, np.inf
+    x[1, 0, 2:4, 2:4] = np.nan   # several NaNs in a window: the last one wins, as in PyTorch
     y, argmax = npb.max_pool2d_forward(x, *window)
     y_ref, argmax_ref = cpu.max_pool2d_forward(x, *window)
     np.testing.assert_array_equal(y, y_ref)

@@ -11,12 +11,16 @@ Forward:  mean[c] = sum x[n, c, h, w] / M;   var[c] = sum (x - mean[c])^2 / M
 Backward: xhat = (x - mean[c]) * invstd[c]   (recomputed, not stored)
           dbeta[c] = sum gy;   dgamma[c] = sum gy * xhat
           gx = gamma[c] * invstd[c] * (gy - dbeta[c] / M - xhat * dgamma[c] / M)
-Sums run in float64. The two sum kernels allow LLVM to reassociate additions (fastmath 'reassoc', in
-these kernels only), so its loop vectorizer splits each sum into vector lanes of partial sums added up
-at the end: many independent chains of additions instead of one (a float add waits ~4 cycles for the
-previous one), 3x faster than the four hand-written partial sums this replaced (benchmarks/README.md,
-session 8). The order is still fixed: the same input gives the same bits, whatever the thread count
-(each channel's sums are one thread's).
+Sums run in float64, in an order the source fixes: each channel's sums are one thread's, and within a
+channel every position j of the plane (j = h*W + w) first collects its N values, image after image, in
+an array of L = H*W partial sums; the L partial sums are then added in order of j:
+          S[c] = sum_j ( sum_n d[n, c, j] )      (each parenthesis left to right, as written)
+The loop over j is elementwise (L independent chains of additions, which LLVM vectorizes with no
+licence to reorder: no fastmath), and it reads four images per pass over the row, so the partial sums
+are loaded and stored once per four additions -- the same additions in the same order as one image per
+pass. So the bits of every sum depend on the values alone: not on the thread count, not on the vector
+width of the machine, not on the ReLU in front (fused or apart: tests/test_norm.py and
+tests/test_determinism.py check both, `pytest tests/test_norm.py tests/test_determinism.py`).
 Parallel over channels for the sums, over (n, c) planes (flattened: one loop of H*W) for the
 elementwise passes.
 With `relu` set the layer normalises relu(x) instead of x -- a ReLU fused in front, which saves its
@@ -34,15 +38,24 @@ from .dropout import dropout_apply
 @njit(cache=True, inline="always")
 def _input(v, relu, zero):
     """What the layer normalises: relu(x) (NaN passes, as in relu.py) when `relu` is True, x itself when it is
-    None: None is a type of its own, so Numba compiles the kernels once for each, and the plain version
-    carries no compare (a run-time flag put a select in every loop: measured, the fused kernels 60% slower
-    than ReLU and batch norm apart, the plain ones up to 40%; benchmarks/README.md, session 6)."""
+    None: None is a type of its own, so Numba compiles each kernel once for each, and the plain version has no
+    compare-and-select in its loops. Both versions add in the order the source writes (module docstring), so
+    the fused ReLU gives the bits of relu.py's ReLU and the plain version apart."""
     if relu is None:
         return v
     return zero if v <= zero else v
 
 
-@njit(cache=True, parallel=True, fastmath={'reassoc'})
+@njit(cache=True, inline="always")
+def _in_order(a):
+    """a[0] + a[1] + ... + a[len(a) - 1], left to right."""
+    t = 0.0
+    for j in range(a.shape[0]):
+        t += a[j]
+    return t
+
+
+@njit(cache=True, parallel=True)
 def _stats(x, mean, var, relu):
     zero = np.zeros(1, x.dtype)[0]
     N, C, H, W = x.shape
@@ -51,15 +64,27 @@ def _stats(x, mean, var, relu):
     xf = x.reshape(N, C, L)
     for c in prange(C):
         k = np.float64(_input(x[0, c, 0, 0], relu, zero))
-        s = q = 0.0                              # sums of d and d^2
-        for n in range(N):
-            p = xf[n, c]
+        s, q = np.zeros(L), np.zeros(L)          # per position j: the sums over the images of d and d^2
+        n = 0
+        while n + 4 <= N:                        # four images a pass: s[j] + d0 + d1 + d2 + d3, left to right
+            p0, p1, p2, p3 = xf[n, c], xf[n + 1, c], xf[n + 2, c], xf[n + 3, c]
+            for j in range(L):
+                d0 = _input(p0[j], relu, zero) - k
+                d1 = _input(p1[j], relu, zero) - k
+                d2 = _input(p2[j], relu, zero) - k
+                d3 = _input(p3[j], relu, zero) - k
+                s[j] = s[j] + d0 + d1 + d2 + d3
+                q[j] = q[j] + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3
+            n += 4
+        for r in range(n, N):                    # the last N % 4 images, one a pass
+            p = xf[r, c]
             for j in range(L):
                 d = _input(p[j], relu, zero) - k
-                s += d
-                q += d * d
-        mean[c] = k + s / M
-        var[c] = max(q / M - (s / M) ** 2, 0.0)
+                s[j] += d
+                q[j] += d * d
+        S, Q = _in_order(s), _in_order(q)
+        mean[c] = k + S / M
+        var[c] = max(Q / M - (S / M) ** 2, 0.0)
 
 
 @njit(cache=True, parallel=True)
@@ -77,7 +102,7 @@ def _affine(x, shift, scale, beta, y, relu):
             yp[j] = (_input(xp[j], relu, zero) - m) * s + b
 
 
-@njit(cache=True, parallel=True, fastmath={'reassoc'})
+@njit(cache=True, parallel=True)
 def _grad_sums(gy, x, mean, invstd, dbeta, dgamma, relu):
     zero = np.zeros(1, x.dtype)[0]
     N, C, H, W = x.shape
@@ -85,15 +110,25 @@ def _grad_sums(gy, x, mean, invstd, dbeta, dgamma, relu):
     gf, xf = gy.reshape(N, C, L), x.reshape(N, C, L)
     for c in prange(C):
         m, k = np.float64(mean[c]), np.float64(invstd[c])
-        b = g = 0.0                              # sums of gy and of gy * (x - mean); g times invstd at the end
-        for n in range(N):
-            gp, xp = gf[n, c], xf[n, c]
+        b, g = np.zeros(L), np.zeros(L)          # per position j: the sums over the images of gy and of
+        n = 0                                    # gy * (x - mean); g times invstd at the end
+        while n + 4 <= N:                        # four images a pass, added left to right as in _stats
+            g0, g1, g2, g3 = gf[n, c], gf[n + 1, c], gf[n + 2, c], gf[n + 3, c]
+            x0, x1, x2, x3 = xf[n, c], xf[n + 1, c], xf[n + 2, c], xf[n + 3, c]
+            for j in range(L):
+                v0, v1, v2, v3 = np.float64(g0[j]), np.float64(g1[j]), np.float64(g2[j]), np.float64(g3[j])
+                b[j] = b[j] + v0 + v1 + v2 + v3
+                g[j] = (g[j] + v0 * (_input(x0[j], relu, zero) - m) + v1 * (_input(x1[j], relu, zero) - m)
+                        + v2 * (_input(x2[j], relu, zero) - m) + v3 * (_input(x3[j], relu, zero) - m))
+            n += 4
+        for r in range(n, N):                    # the last N % 4 images, one a pass
+            gp, xp = gf[r, c], xf[r, c]
             for j in range(L):
                 v = np.float64(gp[j])
-                b += v
-                g += v * (_input(xp[j], relu, zero) - m)
-        dbeta[c] = b
-        dgamma[c] = g * k
+                b[j] += v
+                g[j] += v * (_input(xp[j], relu, zero) - m)
+        dbeta[c] = _in_order(b)
+        dgamma[c] = _in_order(g) * k
 
 
 @njit(cache=True, parallel=True)

@@ -44,7 +44,7 @@ def test_training_with_unit_gamma_gives_zero_mean_unit_variance_per_channel(rng)
 def test_batch_statistics_stay_accurate_far_from_zero(offset, rng):
     """One pass over x - x[0, c, 0, 0]: a large common offset must not cancel the variance away (float32 input)."""
     from minicnn.kernels import cpu
-    x = (offset + rng.standard_normal((8, 3, 9, 7))).astype(np.float32)   # H*W = 63: the 4-way loop's remainder too
+    x = (offset + rng.standard_normal((7, 3, 9, 7))).astype(np.float32)   # N = 7: the four-image pass and single ones
     _, mean, var, _ = cpu.batch_norm_forward(x, np.ones(3, np.float32), np.zeros(3, np.float32), EPS)
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(mean, x64.mean(axis=(0, 2, 3)), rtol=1e-7)
@@ -279,6 +279,38 @@ def test_batch_norm_with_relu_and_dropout_fused_equals_the_layers_apart_bit_for_
         assert (results[0][0] == 0).mean() > 0.05  # the dropout did drop
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm_sums_add_in_the_order_kernels_batchnorm_states(relu, rng):
+    """Per position j of the plane the images' values left to right, then the positions left to right (N = 7:
+    one pass over four images, then three passes of one): mean, var, dbeta and dgamma have exactly these bits,
+    whatever the machine's vector width and with or without the fused ReLU."""
+    from minicnn.kernels import cpu
+    N, C, H, W = 7, 3, 5, 6
+    x, gy = rng.standard_normal((N, C, H, W)), rng.standard_normal((N, C, H, W))
+    x[0, 1, 0, 0] = -1.0                       # k = relu(x)[0, c, 0, 0] is 0 for channel 1 when relu
+    gamma, beta = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+    y, mean, var, invstd = cpu.batch_norm_forward(x, gamma, beta, EPS, relu=relu)
+    _, dgamma, dbeta = cpu.batch_norm_backward(gy, x, mean, invstd, gamma, relu=relu)
+
+    def in_order(terms):                       # terms (N, C, H, W): sum over n, then over j, each left to right
+        per_position = np.zeros((C, H * W))
+        for n in range(N):
+            per_position += terms[n].reshape(C, H * W)
+        total = np.zeros(C)
+        for j in range(H * W):
+            total += per_position[:, j]
+        return total
+
+    v = np.maximum(x, 0) if relu else x
+    k = v[0, :, 0, 0].reshape(1, C, 1, 1)
+    S, Q = in_order(v - k), in_order((v - k) * (v - k))
+    M = N * H * W
+    np.testing.assert_array_equal(mean, k.reshape(C) + S / M)
+    np.testing.assert_array_equal(var, np.maximum(Q / M - (S / M) ** 2, 0.0))
+    np.testing.assert_array_equal(dbeta, in_order(gy))
+    np.testing.assert_array_equal(dgamma, in_order(gy * (v - mean.reshape(1, C, 1, 1))) * invstd)
 
 
 def test_fuse_pass_runs_relu_batch_norm_and_dropout_as_one_op_in_training_only(rng, monkeypatch):

@@ -5,7 +5,7 @@
 #
 # Prints, in order:
 #   1. the machine: GPU, driver, Python / NumPy / CuPy / Numba / PyTorch versions;
-#   2. the GPU tests:      python -m pytest -q -m gpu tests/test_gpu.py
+#   2. the GPU tests:      python -m pytest -q -m gpu tests/kernels/gpu tests/test_cuda_graph.py tests/test_devices.py
 #   3. the GPU benchmark:  python benchmarks/gpu_bench.py --breakdown --variants  (seconds per epoch, minicnn vs PyTorch,
 #      CUDA graph; host time per op of one eager step)
 #   4. the profile:        python benchmarks/gpu_profile.py --steps 5  (GPU time per kernel of an eager step and
@@ -68,8 +68,10 @@ import minicnn.backend as b
 print("minicnn GPU:", b.gpu_unavailable_reason() or "available")
 EOF
 
-section "GPU tests: python -m pytest -q -m gpu tests/test_gpu.py"
-run tests "$TESTS_CAP" "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider -rs --tb=short --durations=5
+GPU_TESTS="tests/kernels/gpu tests/test_cuda_graph.py tests/test_devices.py"
+section "GPU tests: python -m pytest -q -m gpu $GPU_TESTS"
+# shellcheck disable=SC2086  # GPU_TESTS is a list of paths
+run tests "$TESTS_CAP" "$PY" -m pytest -q -m gpu $GPU_TESTS -p no:cacheprovider -rs --tb=short --durations=5
 grep -E "passed|failed|error|skipped|deselected" "$LOG_DIR/tests.log" | tail -n 3
 SUMMARY_LINE="$(grep -E "^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)" "$LOG_DIR/tests.log" | tail -n 1)"
 if ! echo "$SUMMARY_LINE" | grep -q "passed" || echo "$SUMMARY_LINE" | grep -qE "failed|error"; then

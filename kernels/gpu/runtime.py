@@ -22,8 +22,8 @@ import numpy as np
 try:
     import cupy as cp
 except Exception as exc:  # ImportError, or a CUDA library that fails to load
-    raise RuntimeError(f"the GPU backend needs CuPy, which cannot be imported ({exc}); install the gpu extra: "
-                       "pip install -e \".[gpu]\" (or the cupy-cudaXXx wheel matching your CUDA)") from exc
+    raise RuntimeError(f"the GPU backend needs CuPy, but CuPy is not installed or cannot be loaded ({exc}); install "
+                       "the gpu extra: pip install -e \".[gpu]\" (or the cupy-cudaXXx wheel matching your CUDA)") from exc
 
 KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # kernels/: the .cu files
 

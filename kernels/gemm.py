@@ -5,7 +5,8 @@ broadcast as in NumPy. Every convolution of minicnn ends in such products (funct
     forward   y = W @ col            (OC x C*KH*KW) @ (C*KH*KW x N*OH*OW)
     backward  gW = gy @ col^T,  gcol = W^T @ gy
 The engine calls them through the backend (`kernels_for(x).matmul`), so the GPU can choose how to
-run them (kernels/gpu.py: gemm.cu, our tiled kernel, by default; cuBLAS through cupy.matmul on request).
+run them (kernels/gpu/ops.py: gemm.cu, our tiled kernel, by default; cuBLAS through cupy.matmul when
+minicnn.config's gemm is "cupy").
 """
 import numpy as np
 

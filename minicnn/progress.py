@@ -32,13 +32,14 @@ def _format_time(seconds):
 class SimpleProgress:
     """Built-in fallback bar: redraws one line on stderr with '\\r', at most 5 times a second.
 
-    Supports iteration, update(n), set_postfix_str(s), close() and `with`.
+    Supports iteration, update(n), set_postfix_str(s), close() and `with`. `initial`: the count it starts
+    from (work done before the bar's clock started); the rate counts only what comes after it, as tqdm's does.
     """
 
     min_interval = 0.2  # seconds between redraws
 
     def __init__(self, iterable=None, total=None, desc=None, unit="it", unit_scale=False,
-                 leave=True, disable=False, file=None):
+                 leave=True, disable=False, file=None, initial=0):
         if total is None and iterable is not None:
             try:
                 total = len(iterable)
@@ -52,7 +53,7 @@ class SimpleProgress:
         self.leave = leave
         self.disable = disable
         self.file = file
-        self.n = 0
+        self.n = self.initial = initial
         self.postfix = ""
         self.start_time = time.monotonic()
         self._last_draw = None
@@ -65,7 +66,7 @@ class SimpleProgress:
     def format_line(self):
         """The text of the bar: 'desc: count/total [pct%] rate unit/s elapsed, postfix'."""
         elapsed = time.monotonic() - self.start_time
-        rate = self.n / elapsed if elapsed > 0 else 0.0
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
         parts = []
         if self.desc:
             parts.append(f"{self.desc}:")
@@ -144,14 +145,16 @@ class SimpleProgress:
 
 
 def progress(iterable=None, total=None, desc=None, unit="it", unit_scale=False, leave=True,
-             disable=False, file=None):
+             disable=False, file=None, initial=0):
     """A progress bar over `iterable` (or driven by update(n)): tqdm if installed, else SimpleProgress.
 
+    initial: the count already done when the bar starts; its clock starts now, so rate and time left
+    count only the work after it (a bar created after a slow first step shows no ETA skewed by it).
     MINICNN_NO_PROGRESS=1 in the environment disables every bar.
     """
     disable = bool(disable) or progress_disabled()
     kwargs = dict(total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=leave,
-                  disable=disable, file=file)
+                  disable=disable, file=file, initial=initial)
     try:
         from tqdm import tqdm
     except ImportError:

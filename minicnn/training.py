@@ -4,8 +4,10 @@ Everything that decides what happens next lives in `Trainer.state_dict()`: weigh
 statistics, optimizer moments, the schedule, the epoch and batch reached, the running sums of the
 epoch so far, and the random generators (dropout masks, augmentation). So a run stopped after any
 batch and resumed from its checkpoint takes exactly the steps an uninterrupted run would.
-Loss and accuracy are summed on the device; the host reads them only to print.
+Loss and accuracy are summed on the device; the host reads them to print and to check that the loss
+is a finite number (NonFiniteLossError otherwise).
 """
+import math
 import time
 import warnings
 
@@ -22,14 +24,42 @@ from .progress import progress
 from .tensor import Tensor
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training produced a loss that is not a finite number (nan or inf); epoch and batch count from 1."""
+
+    def __init__(self, epoch, batch, batches, loss):
+        self.epoch, self.batch, self.batches, self.loss = epoch, batch, batches, loss
+        super().__init__(f"the training loss is {loss} at epoch {epoch}, batch {batch} of {batches} (a learning "
+                         f"rate too high for the network, or a NaN or inf in the data)")
+
+
 class Trainer:
-    """cuda_graph=True (GPU only): every full batch's forward and backward after the first is replayed from a CUDA
+    """Trains `model` with `optimizer` on train_data = (x, y), evaluating on test_data after each epoch.
+
+    The last batch: when the training set leaves a final batch of a single image (batch_size > 1), that
+    image joins the batch before it, which then holds batch_size + 1 images (DataLoader(merge_single=True)).
+    Batch norm in training mode normalises each channel over the batch, and eip4's last batch norm sees a
+    1x1 map: one image would give it one value per channel and nothing to normalise. Every image is used
+    in every epoch; len(trainer.loader) is the number of steps per epoch.
+
+    A loss that is not finite stops training (stop_on_nonfinite=True, the default) with NonFiniteLossError
+    naming the epoch and the batch where it first appeared; the model and optimizer then hold the bad
+    values, so continue from a checkpoint, not from this state. On the CPU the loss is read after every
+    step (check_each_step: reading a 0-d array costs well under a microsecond, far below 1% of a step).
+    On the GPU reading it would wait for the step to finish, so each step's loss is kept on the device and
+    checked at the syncs the progress display makes anyway (about once a second) and at the end of the epoch:
+    the error still names the first bad batch, a few steps after it ran. stop_on_nonfinite=False trains on.
+
+    The progress bar is created after the epoch's first step: a first step slowed by compiling kernels
+    (or recording a CUDA graph) is not in its rate or time left.
+
+    cuda_graph=True (GPU only): every full batch's forward and backward after the first is replayed from a CUDA
     graph captured once (minicnn/cuda_graph.py); the optimizer step stays eager. Same arithmetic and the same
     dropout masks as eager steps, at a fraction of the host time. A step that cannot be recorded (one that
     reads a device value on the host, say) gives a warning, and training goes on eagerly."""
 
     def __init__(self, model, optimizer, train_data, test_data, batch_size=128, seed=0,
-                 epoch_schedule=None, batch_schedule=None, augment=None, cuda_graph=False):
+                 epoch_schedule=None, batch_schedule=None, augment=None, cuda_graph=False, stop_on_nonfinite=True):
         if cuda_graph and get_array_module(train_data[0]) is np:
             raise ValueError("cuda_graph=True needs the data and the model on the GPU (a CUDA graph is a GPU recording)")
         self.cuda_graph, self._captured = cuda_graph, None
@@ -37,8 +67,10 @@ class Trainer:
         self.run_model = fuse(model)   # the same layers, ReLU -> BatchNorm2d -> Dropout fused in training (nn/fuse.py)
         self.epoch_schedule, self.batch_schedule = epoch_schedule, batch_schedule
         self.x_test, self.y_test = test_data
-        self.loader = DataLoader(*train_data, batch_size=batch_size, shuffle=True, seed=seed)
+        self.loader = DataLoader(*train_data, batch_size=batch_size, shuffle=True, seed=seed, merge_single=True)
         self.seed, self.augment = seed, augment
+        self.stop_on_nonfinite = bool(stop_on_nonfinite)
+        self.check_each_step = get_array_module(train_data[0]) is np  # else at the syncs (see the class docstring)
         self.epoch, self.batch = 0, 0           # completed epochs; completed batches of the current epoch
         self.sums = [0.0, 0.0, 0]               # loss * n, correct, n of the current epoch so far
         self.aug_rng_state = None
@@ -84,15 +116,17 @@ class Trainer:
         return loss, ok
 
     def train_epoch(self, epochs_total=None, show_progress=True):
-        """Train until the end of the epoch (or until stop_requested); returns the epoch's record, or None if stopped."""
+        """Train until the end of the epoch (or until stop_requested); returns the epoch's record, or None if stopped.
+        NonFiniteLossError when the loss stops being a finite number (see the class docstring)."""
         self.model.train()
         start = time.perf_counter()
         rng = self._augment_rng() if self.augment else None
         xp = get_array_module(self.loader.x)
         loss_sum, correct, count = xp.asarray(self.sums[0]), xp.asarray(self.sums[1]), self.sums[2]
+        total = len(self.loader)
+        watch = _LossWatch(self, xp, total) if self.stop_on_nonfinite else None
         desc = f"Epoch {self.epoch + 1}" + (f"/{epochs_total}" if epochs_total else "")
-        bar = progress(total=len(self.loader), desc=desc, unit="batch", disable=not show_progress, leave=False)
-        bar.update(self.batch)
+        bar = None
         last_print = time.perf_counter()
         for i, (xb, yb) in enumerate(self.loader.batches(self.epoch)):
             if i < self.batch:
@@ -100,22 +134,36 @@ class Trainer:
             if rng is not None:
                 xb = random_affine(xb, rng, **self.augment)
             loss, ok = self.train_step(xb, yb)
+            if watch is not None:
+                watch.step(i, loss)
             n = len(yb)
             loss_sum, correct, count = loss_sum + loss * n, correct + ok, count + n
             self.batch = i + 1
-            bar.update(1)
+            if bar is None:  # its clock starts after the first step (compiling, recording a graph)
+                bar = progress(total=total, initial=self.batch, desc=desc, unit="batch",
+                               disable=not show_progress, leave=False)
+            else:
+                bar.update(1)
             if time.perf_counter() - last_print > 1.0:  # the only host sync inside the epoch
-                bar.set_postfix_str(f"loss {float(loss_sum) / count:.4f} acc {float(correct) / count:.4f}")
+                mean_loss = float(loss_sum) / count
+                if watch is not None:
+                    watch.sync(mean_loss, self.batch)
+                bar.set_postfix_str(f"loss {mean_loss:.4f} acc {float(correct) / count:.4f}")
                 last_print = time.perf_counter()
             if self.stop_requested:
-                self.sums = [float(loss_sum), float(correct), count]
+                if watch is not None:
+                    watch.sync(float(loss_sum), self.batch)
+                self.sums = [float(loss_sum), float(correct), int(count)]
                 self.aug_rng_state = rng.bit_generator.state if rng is not None else None
                 bar.close()
                 return None
-        bar.close()
+        if bar is not None:
+            bar.close()
+        if watch is not None:
+            watch.sync(float(loss_sum), self.batch)
         test_loss, test_acc = self.evaluate(self.x_test, self.y_test)
         record = {"epoch": self.epoch + 1, "loss": float(loss_sum) / count, "accuracy": float(correct) / count,
-                  "test_loss": test_loss, "test_accuracy": test_acc, "lr": self.optimizer.lr,
+                  "test_loss": test_loss, "test_accuracy": test_acc, "lr": float(self.optimizer.lr),
                   "seconds": time.perf_counter() - start}
         self.history.append(record)
         self.epoch, self.batch, self.sums, self.aug_rng_state = self.epoch + 1, 0, [0.0, 0.0, 0], None
@@ -170,6 +218,38 @@ class Trainer:
 
     def _layer_generators(self):
         return [m.generator for m in self.model.modules() if getattr(m, "generator", None) is not None]
+
+
+class _LossWatch:
+    """Stops an epoch at its first non-finite loss: read after every step where that is cheap (the CPU), else
+    kept on the device one value per batch and checked at the syncs the loop makes anyway."""
+
+    def __init__(self, trainer, xp, total):
+        self.trainer, self.total = trainer, total
+        self.each_step = trainer.check_each_step
+        self.losses = None if self.each_step else xp.zeros(total, dtype=xp.float64)
+        self.checked = trainer.batch  # batches before this one are known to be finite
+
+    def step(self, i, loss):
+        if self.each_step:
+            value = float(loss)
+            if not math.isfinite(value):
+                raise self.error(i, value)
+        else:
+            self.losses[i] = loss  # one small device copy: no wait for the step to finish
+
+    def sync(self, loss_sum, done):
+        """Called with the epoch's loss sum (a host float) after `done` batches: raises at the first bad batch."""
+        if not self.each_step and not math.isfinite(loss_sum):
+            window = self.losses[self.checked:done]
+            window = window.get() if hasattr(window, "get") else np.asarray(window)
+            bad = np.flatnonzero(~np.isfinite(window))
+            i = self.checked + int(bad[0]) if len(bad) else done - 1
+            raise self.error(i, float(window[i - self.checked]))
+        self.checked = done
+
+    def error(self, i, value):
+        return NonFiniteLossError(self.trainer.epoch + 1, i + 1, self.total, value)
 
 
 def to_device_dataset(x_uint8, y, device):

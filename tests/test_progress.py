@@ -90,3 +90,24 @@ def test_tqdm_is_used_when_installed(monkeypatch):
     bar = progress(total=3, file=io.StringIO())
     assert isinstance(bar, tqdm.tqdm)
     bar.close()
+
+
+@pytest.mark.parametrize("use_tqdm", [False, True], ids=["fallback", "tqdm"])
+def test_initial_counts_as_done_but_not_in_the_rate(monkeypatch, clock, use_tqdm):
+    """A bar started after a slow first step (initial=1): it shows 1/5 done, and its rate is that of the
+    steps after it (2 steps in 1 s), not 3 steps over the time since the run began."""
+    monkeypatch.delenv("MINICNN_NO_PROGRESS", raising=False)
+    if use_tqdm:
+        tqdm = pytest.importorskip("tqdm")
+        monkeypatch.setattr(tqdm.std, "time", clock)  # the clock a new tqdm bar reads
+    else:
+        monkeypatch.setitem(sys.modules, "tqdm", None)
+    out = io.StringIO()
+    bar = progress(total=5, initial=1, file=out, unit="batch")
+    assert bar.n == 1
+    clock.now += 1.0
+    bar.update(2)
+    text = str(bar) if use_tqdm else bar.format_line()
+    assert text.startswith(" 60%|") if use_tqdm else text.startswith("3/5  60%")
+    assert ("2.00batch/s" if use_tqdm else "2.0batch/s") in text, text
+    bar.close()

@@ -1,11 +1,9 @@
 """Mini-batches: shuffle once per epoch with a seeded generator, so epoch e always sees the same batches."""
-import math
-
 import numpy as np
 
 from ..backend import get_array_module
 
-__all__ = ["iterate_batches", "DataLoader", "epoch_seed", "to_float_images"]
+__all__ = ["batch_bounds", "iterate_batches", "DataLoader", "epoch_seed", "to_float_images"]
 
 
 def epoch_seed(seed, epoch):
@@ -39,22 +37,29 @@ def _check(x, y, batch_size):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
 
 
-def iterate_batches(x, y, batch_size, shuffle=True, seed=None, drop_last=False):
+def batch_bounds(n, batch_size, drop_last=False, merge_single=False):
+    """(start, stop) of each batch of `n` items: `batch_size` each, the last one smaller unless drop_last
+    (then it is skipped). merge_single=True: a final batch of one item (batch_size > 1) joins the previous
+    batch, which then holds batch_size + 1 items (batch norm in training mode cannot normalise one image)."""
+    stop = n - n % batch_size if drop_last else n
+    starts = list(range(0, stop, batch_size))
+    if merge_single and batch_size > 1 and len(starts) > 1 and stop - starts[-1] == 1:
+        starts.pop()
+    return [(start, starts[i + 1] if i + 1 < len(starts) else stop) for i, start in enumerate(starts)]
+
+
+def iterate_batches(x, y, batch_size, shuffle=True, seed=None, drop_last=False, merge_single=False):
     """Yield (xb, yb) slices of `batch_size` along axis 0; shuffled with `seed` (int, None or a generator).
 
     Works for NumPy and CuPy arrays (the permutation is made on the arrays' device). y may be None
-    (then yb is None). drop_last=True skips a final incomplete batch.
+    (then yb is None). drop_last=True skips a final incomplete batch; merge_single=True adds a final
+    batch of one item to the batch before it (batch_bounds).
     """
     _check(x, y, batch_size)
     xp = get_array_module(x, y) if y is not None else get_array_module(x)
-    n = len(x)
-    order = _permutation(xp, n, _make_rng(xp, seed)) if shuffle else None
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        if order is None:
-            index = slice(start, start + batch_size)
-        else:
-            index = order[start:start + batch_size]
+    order = _permutation(xp, len(x), _make_rng(xp, seed)) if shuffle else None
+    for start, stop in batch_bounds(len(x), batch_size, drop_last, merge_single):
+        index = slice(start, stop) if order is None else order[start:stop]
         yield x[index], (None if y is None else y[index])
 
 
@@ -63,27 +68,28 @@ class DataLoader:
 
     `epoch` counts completed passes: it goes up by one when an iteration runs to the end. Set it
     (or use load_state_dict) to resume a run: the next pass then yields exactly the batches an
-    uninterrupted run would have seen in that epoch.
+    uninterrupted run would have seen in that epoch. drop_last and merge_single: what happens to a final
+    batch smaller than batch_size (batch_bounds).
     """
 
-    def __init__(self, x, y, batch_size, shuffle=True, seed=0, drop_last=False):
+    def __init__(self, x, y, batch_size, shuffle=True, seed=0, drop_last=False, merge_single=False):
         _check(x, y, batch_size)
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         # no seed given: draw one now, so every epoch of this loader is still reproducible from .seed
         self.seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
-        self.drop_last = drop_last
+        self.drop_last, self.merge_single = drop_last, merge_single
         self.epoch = 0
 
     def __len__(self):
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return len(batch_bounds(len(self.x), self.batch_size, self.drop_last, self.merge_single))
 
     def batches(self, epoch):
         """The batches of a given epoch, without touching the `epoch` counter."""
         return iterate_batches(self.x, self.y, self.batch_size, shuffle=self.shuffle,
-                               seed=epoch_seed(self.seed, epoch), drop_last=self.drop_last)
+                               seed=epoch_seed(self.seed, epoch), drop_last=self.drop_last,
+                               merge_single=self.merge_single)
 
     def __iter__(self):
         yield from self.batches(self.epoch)

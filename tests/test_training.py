@@ -1,4 +1,5 @@
-"""Training end to end on the committed MNIST subset: checkpoints, exact resume, and an accuracy floor."""
+"""Training end to end on the committed MNIST subset: checkpoints, exact resume, an accuracy floor, the last
+batch, a loss that is not finite, and when the progress bar's clock starts."""
 import json
 import os
 import sys
@@ -9,9 +10,10 @@ import pytest
 import minicnn
 from minicnn import optim
 from minicnn.checkpoint import load_checkpoint, save_checkpoint
-from minicnn.data import read_mnist_folder
+from minicnn.data import DataLoader, read_mnist_folder
+from minicnn.data.loader import batch_bounds
 from minicnn.models import eip4
-from minicnn.training import Trainer, to_device_dataset
+from minicnn.training import NonFiniteLossError, Trainer, to_device_dataset
 
 SUBSET = os.path.join(os.path.dirname(__file__), "data", "mnist_small")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,16 +25,18 @@ def subset():
     return to_device_dataset(xtr, ytr, "cpu"), to_device_dataset(xte, yte, "cpu")
 
 
+DATA = ["--data-dir", SUBSET, "--no-verify"]  # examples/mnist.py reads the committed subset as it is
+
+
 @pytest.fixture
-def example(monkeypatch):
-    """examples/mnist.py as a module, reading the committed subset; the SIGINT handler its main() installs is undone."""
+def example():
+    """examples/mnist.py as a module; the SIGINT handler its main() installs is undone."""
     import signal
     sys.path.insert(0, os.path.join(ROOT, "examples"))
     try:
         import mnist
     finally:
         sys.path.pop(0)
-    monkeypatch.setattr(mnist, "load_mnist", lambda data_dir=None: read_mnist_folder(SUBSET))
     handler = signal.getsignal(signal.SIGINT)
     yield mnist
     signal.signal(signal.SIGINT, handler)
@@ -99,7 +103,7 @@ def test_resume_mid_epoch_ends_exactly_where_an_uninterrupted_run_does(subset, t
 
 def test_example_script_trains_saves_and_resumes(example, tmp_path, capsys):
     save = str(tmp_path / "run.ckpt")
-    args = ["--epochs", "1", "--train-limit", "256", "--save", save, "--no-progress"]
+    args = DATA + ["--epochs", "1", "--train-limit", "256", "--save", save, "--no-progress"]
     assert example.main(args) == 0
     out = capsys.readouterr().out
     assert "Total params: 14,060" in out and "Epoch  1/1" in out and "final test accuracy" in out
@@ -108,9 +112,9 @@ def test_example_script_trains_saves_and_resumes(example, tmp_path, capsys):
     assert os.path.exists(str(tmp_path / "run.best.ckpt"))
     state = load_checkpoint(save)
     assert state["trainer"]["epoch"] == 1 and state["args"]["epochs"] == 1
-    # --resume continues the same run; asking for more epochs there is the run's own setting, so it ends at once
+    # --resume of a finished run trains nothing and says so
     assert example.main(["--resume", save, "--no-progress"]) == 0
-    assert "resumed from" in capsys.readouterr().out
+    assert "is finished: 1 of 1 epochs trained" in capsys.readouterr().out
 
 
 def test_example_validation_split_holds_out_the_last_training_images(example, tmp_path, capsys, monkeypatch):
@@ -123,22 +127,22 @@ def test_example_validation_split_holds_out_the_last_training_images(example, tm
         original(self, model, optimizer, train_data, test_data, **kwargs)
     monkeypatch.setattr(Trainer, "__init__", spy)
     save = str(tmp_path / "val.ckpt")
-    assert example.main(["--model", "tiny", "--epochs", "1", "--validation", "500", "--save", save,
-                         "--no-progress"]) == 0
+    assert example.main(DATA + ["--model", "tiny", "--epochs", "1", "--validation", "500", "--save", save,
+                                "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "train 3500 images, evaluated on 500 val images" in out and "val_acc" in out
     assert "final val accuracy" in out and "test_acc" not in out
     (xtr, ytr), _ = read_mnist_folder(SUBSET)
     np.testing.assert_array_equal(seen["eval"][1], ytr[-500:])
     np.testing.assert_array_equal(seen["train"][1], ytr[:-500])
-    with pytest.raises(SystemExit, match="--validation 4000: must be between 1 and 3999"):
-        example.main(["--validation", "4000", "--save", save])
+    assert example.main(DATA + ["--validation", "4000", "--save", save]) == 2
+    assert "--validation 4000: must be below the 4,000 training images" in capsys.readouterr().err
 
 
 def test_ctrl_c_saves_and_resume_ends_where_an_uninterrupted_run_does(example, tmp_path, monkeypatch, capsys):
     """A real SIGINT in the middle of an epoch: the batch finishes, a checkpoint is saved, --resume completes it."""
     import signal
-    common = ["--epochs", "2", "--train-limit", "384", "--no-progress"]
+    common = DATA + ["--epochs", "2", "--train-limit", "384", "--no-progress"]
     straight = str(tmp_path / "straight.ckpt")
     assert example.main(common + ["--save", straight]) == 0
 
@@ -180,14 +184,14 @@ def test_example_augment_switches_eip4_to_its_augmented_recipe(example):
     assert recipe["lr"] == 0.005
 
 
-def test_cuda_graph_training_on_the_cpu_is_a_clear_error(subset, example):
+def test_cuda_graph_training_on_the_cpu_is_a_clear_error(subset, example, capsys):
     """A CUDA graph records GPU launches: asked for with data on the CPU, the Trainer and the example refuse."""
     train, test = subset
     model = eip4()
     with pytest.raises(ValueError, match="cuda_graph=True needs the data and the model on the GPU"):
         Trainer(model, optim.Adam(model.parameters()), train, test, cuda_graph=True)
-    with pytest.raises(SystemExit, match="--cuda-graph needs --device gpu"):
-        example.main(["--cuda-graph", "--epochs", "1"])
+    assert example.main(["--cuda-graph", "--epochs", "1"]) == 2
+    assert "--cuda-graph needs --device gpu" in capsys.readouterr().err
 
 
 def test_a_step_that_cannot_be_recorded_trains_on_eagerly_with_a_warning(subset, monkeypatch):
@@ -215,3 +219,118 @@ def test_a_step_that_cannot_be_recorded_trains_on_eagerly_with_a_warning(subset,
     assert trainer.cuda_graph is False and opt.step_count == 1
     trainer.train_step(train[0][32:64], train[1][32:64])
     assert Unrecordable.made == 1 and opt.step_count == 2
+
+
+# ---- the last batch -----------------------------------------------------------------------------------
+def test_a_final_batch_of_one_image_joins_the_batch_before_it():
+    assert batch_bounds(257, 128, merge_single=True) == [(0, 128), (128, 257)]
+    assert batch_bounds(257, 128) == [(0, 128), (128, 256), (256, 257)]
+    assert batch_bounds(258, 128, merge_single=True) == [(0, 128), (128, 256), (256, 258)]  # two images: kept
+    assert batch_bounds(1, 128, merge_single=True) == [(0, 1)]          # nothing to join
+    assert batch_bounds(3, 1, merge_single=True) == [(0, 1), (1, 2), (2, 3)]  # batch_size 1: every batch is one
+    x, y = np.arange(257), np.arange(257)
+    loader = DataLoader(x, y, 128, seed=3, merge_single=True)
+    batches = list(loader.batches(0))
+    assert len(loader) == 2 and [len(b) for b, _ in batches] == [128, 129]
+    assert sorted(np.concatenate([b for b, _ in batches]).tolist()) == list(range(257))  # every image, once
+
+
+def test_the_trainer_trains_an_epoch_whose_last_batch_would_be_one_image(subset):
+    """eip4's last batch norm sees a 1x1 map: a batch of one image gives it one value per channel. 65 images
+    in batches of 64 are one step of 65, and the epoch ends normally."""
+    train, test = subset
+    minicnn.manual_seed(0)
+    model = eip4()
+    trainer = Trainer(model, optim.Adam(model.parameters()), (train[0][:65], train[1][:65]),
+                      (test[0][:20], test[1][:20]), batch_size=64)
+    record = trainer.train_epoch(show_progress=False)
+    assert len(trainer.loader) == 1 and trainer.optimizer.step_count == 1
+    assert record["epoch"] == 1 and np.isfinite(record["loss"])
+
+
+# ---- a loss that is not finite ---------------------------------------------------------------------------
+def nan_pixel_trainer(subset, bad_image, **kwargs):
+    train, test = subset
+    x, y = train[0][:96].copy(), train[1][:96]
+    x[bad_image, 0, 14, 14] = np.nan
+    minicnn.manual_seed(0)
+    model = eip4()
+    trainer = Trainer(model, optim.Adam(model.parameters()), (x, y), (test[0][:20], test[1][:20]),
+                      batch_size=32, **kwargs)
+    bad_batch = next(i for i, (xb, _) in enumerate(trainer.loader.batches(0)) if np.isnan(xb).any()) + 1
+    return trainer, bad_batch
+
+
+@pytest.mark.parametrize("each_step", [True, False], ids=["every-step", "at-syncs"])
+def test_one_nan_pixel_stops_training_naming_the_epoch_and_batch(subset, each_step):
+    """On the CPU the loss is read after every step; on the GPU at the syncs and the epoch's end (tried here on
+    the CPU by switching check_each_step off): either way the error names the first bad batch."""
+    trainer, bad_batch = nan_pixel_trainer(subset, bad_image=40)
+    trainer.check_each_step = each_step
+    with pytest.raises(NonFiniteLossError, match=f"training loss is nan at epoch 1, batch {bad_batch} of 3") as info:
+        trainer.train_epoch(show_progress=False)
+    assert (info.value.epoch, info.value.batch, info.value.batches) == (1, bad_batch, 3)
+    assert trainer.history == [] and trainer.epoch == 0  # no record of the epoch, nothing to save as finished
+    if each_step:
+        assert trainer.batch == bad_batch - 1 and trainer.optimizer.step_count == bad_batch
+
+
+def test_stop_on_nonfinite_false_trains_on(subset):
+    trainer, _ = nan_pixel_trainer(subset, bad_image=40, stop_on_nonfinite=False)
+    record = trainer.train_epoch(show_progress=False)
+    assert np.isnan(record["loss"]) and trainer.epoch == 1
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_a_huge_learning_rate_stops_at_the_first_nonfinite_loss(subset):
+    train, test = subset
+    minicnn.manual_seed(0)
+    model = eip4()
+    trainer = Trainer(model, optim.Adam(model.parameters(), lr=1e30), (train[0][:256], train[1][:256]),
+                      (test[0][:20], test[1][:20]), batch_size=64)
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.train_epoch(show_progress=False)
+    assert info.value.epoch == 1 and info.value.batch == 2  # the first step's loss is fine; its update is not
+
+
+def test_a_mid_epoch_state_is_arrays_and_json_a_checkpoint_holds(subset, tmp_path):
+    """Trainer.state_dict() after a stop mid-epoch (augmentation on: its generator state included) goes through
+    save_checkpoint and comes back equal."""
+    train, test = subset
+    trainer = make_trainer(train, test, n_train=192, augment=dict(degrees=10.0, translate=0.1, scale=(0.9, 1.1)))
+    original = trainer.train_step
+
+    def stop_after_one(xb, yb):
+        trainer.stop_requested = True
+        return original(xb, yb)
+    trainer.train_step = stop_after_one
+    assert trainer.train_epoch(show_progress=False) is None
+    state = trainer.state_dict()
+    save_checkpoint(tmp_path / "mid.ckpt", state)
+    back = load_checkpoint(tmp_path / "mid.ckpt")
+    assert back["batch"] == 1 and back["sums"] == state["sums"] and back["aug_rng_state"] == state["aug_rng_state"]
+    for name, value in state["model"].items():
+        np.testing.assert_array_equal(back["model"][name], value)
+
+
+# ---- the progress bar ---------------------------------------------------------------------------------------
+def test_the_progress_bar_starts_after_the_first_step(subset, monkeypatch):
+    """The first step of a run compiles kernels (or records a CUDA graph): the bar is created after it, counting
+    it as done, so its rate and time left measure only the steps after it."""
+    import minicnn.training as training
+    train, test = subset
+    trainer = make_trainer(train, test, n_train=192)
+    steps, made = [], []
+    original, real_progress = trainer.train_step, training.progress
+
+    def counting_step(xb, yb):
+        steps.append(1)
+        return original(xb, yb)
+
+    def recording_progress(**kwargs):
+        made.append((len(steps), kwargs.get("initial"), kwargs.get("total")))
+        return real_progress(**kwargs)
+    monkeypatch.setattr(trainer, "train_step", counting_step)
+    monkeypatch.setattr(training, "progress", recording_progress)
+    trainer.train_epoch(show_progress=False)
+    assert made == [(1, 1, 3)]

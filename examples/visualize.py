@@ -1,7 +1,11 @@
 """Draw every figure of the lessons in docs/ from a trained checkpoint (needs matplotlib: the `viz` extra).
 
+    python examples/visualize.py --checkpoint runs/eip4-seed0.best.ckpt          # into runs/figures
     python examples/visualize.py --checkpoint runs/eip4-seed0.best.ckpt \\
-        --history runs/eip4-seed0.history.json --out docs/images
+        --history runs/eip4-seed0.history.json --out docs/images                  # the lessons' own figures
+
+The figures go to runs/figures unless --out names another folder: docs/images is rewritten only when
+asked for. A missing or unreadable checkpoint, history or data folder is one line on stderr, exit status 2.
 
 Each figure is one PNG with a fixed name (FIGURES below), referenced by the lessons as images/NAME.png:
 
@@ -29,7 +33,7 @@ import numpy as np  # noqa: E402
 
 import minicnn.functional as F  # noqa: E402
 from minicnn import Tensor, no_grad, nn  # noqa: E402
-from minicnn.checkpoint import load_checkpoint  # noqa: E402
+from minicnn.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from minicnn.data import load_mnist, read_mnist_folder  # noqa: E402
 from minicnn.models import get_model  # noqa: E402
 from minicnn.nn import summary  # noqa: E402
@@ -67,13 +71,31 @@ def kernel_text(name, v):
     return f"{int(round(v * d))}/{d}" if d else f"{v:g}"
 
 
+class UsageError(Exception):
+    """A mistake in the command line or its files: one line on stderr, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
 # ---- loading -----------------------------------------------------------------------------------
 def load_model(checkpoint):
-    """(model in eval mode, checkpoint dict) from a checkpoint written by examples/mnist.py."""
+    """(model in eval mode, checkpoint dict) from a checkpoint written by examples/mnist.py; CheckpointError
+    for a file that is missing, not a checkpoint, damaged, or not of an examples/mnist.py run."""
     state = load_checkpoint(checkpoint)
-    name = (state.get("args") or {}).get("model", "eip4")
-    model = get_model(name)
-    model.load_state_dict(state["trainer"]["model"])
+    trainer = state.get("trainer") if isinstance(state, dict) else None
+    if not (isinstance(trainer, dict) and isinstance(trainer.get("model"), dict)):
+        raise CheckpointError(f"{checkpoint} is a minicnn checkpoint, but not of a run of examples/mnist.py "
+                              f"(it has no trainer state)")
+    name = (state.get("args") or {}).get("model") or "eip4"
+    model_args = (state.get("recipe") or {}).get("model_args") or {}
+    try:
+        model = get_model(name, **model_args)
+        model.load_state_dict(trainer["model"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{checkpoint}: its weights do not fit the {name} preset ({exc})") from None
     return model.eval(), state
 
 
@@ -90,8 +112,16 @@ def describe_checkpoint(checkpoint, state):
 def load_history(path, state):
     """Per-epoch records: the history json when given (or found beside the checkpoint), else the checkpoint's own."""
     if path:
-        with open(path) as f:
-            return json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                history = json.load(f)
+        except OSError as exc:
+            raise UsageError(f"--history {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--history {path} is not JSON ({exc})") from None
+        if not (isinstance(history, list) and all(isinstance(h, dict) and "epoch" in h for h in history)):
+            raise UsageError(f"--history {path} is not a list of epoch records written by examples/mnist.py")
+        return history
     return list(state["trainer"].get("history", []))
 
 
@@ -109,7 +139,10 @@ def default_history_path(checkpoint):
 def load_test_set(data_dir):
     """(x_test uint8, y_test, description): --data-dir read as it is, else the full MNIST, else the committed subset."""
     if data_dir:
-        _, (x, y) = read_mnist_folder(data_dir)
+        try:
+            _, (x, y) = read_mnist_folder(data_dir)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--data-dir {data_dir}: {exc}") from None
         return x, y, f"test images from {data_dir}"
     try:
         _, (x, y) = load_mnist()
@@ -405,12 +438,17 @@ def fig_training_curves(history, out, source=None):
     return _save(fig, out, "training_curves.png", source)
 
 
+def im2col_matrix(image, KH, KW):
+    """The im2col matrix of one 2-D image (stride 1, no padding): column j is window j unrolled, row-major."""
+    windows = np.lib.stride_tricks.sliding_window_view(image, (KH, KW))  # (OH, OW, KH, KW)
+    return windows.reshape(-1, KH * KW).T.copy()
+
+
 def fig_im2col(out):
     """A 4x4 input whose pixel values are their own indices, its 9x4 im2col matrix, and y = w @ col."""
-    from minicnn.kernels.im2col import im2col
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     k = LESSON_KERNEL
-    col = im2col(x, 3, 3).reshape(9, 4)
+    col = im2col_matrix(x[0, 0], 3, 3)
     y = k.reshape(1, 9) @ col
     colors = ["tab:red", "tab:blue", "tab:green", "tab:orange"]
     fig = plt.figure(figsize=(18, 6.6))
@@ -513,11 +551,12 @@ def fig_receptive_field(model, img, label, out, x_many=None, source=None):
 
 # ---- command line ------------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint written by examples/mnist.py (e.g. *.best.ckpt)")
     p.add_argument("--history", help="history json (default: the *.history.json beside the checkpoint, "
                                      "else the history stored in the checkpoint)")
-    p.add_argument("--out", default=os.path.join("docs", "images"), help="folder for the PNGs (default docs/images)")
+    p.add_argument("--out", default=os.path.join("runs", "figures"),
+                   help="folder for the PNGs (default runs/figures; --out docs/images rewrites the lessons' figures)")
     p.add_argument("--data-dir", help="a folder with the four MNIST files, read without checksums, for the "
                                       "misclassified digits (default: load_mnist(), else the committed subset)")
     p.add_argument("--digit", type=int, default=2, help="index of the test digit of the committed subset used for "
@@ -527,17 +566,37 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def check_args(args):
+    """The numbers and folders, before anything is loaded or drawn."""
+    for flag, value, low in (("--rf-digits", args.rf_digits, 1), ("--max-test", args.max_test, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag} {value}: must be at least {low}")
+    _, (_, y) = read_mnist_folder(SUBSET)
+    if not 0 <= args.digit < len(y):
+        raise UsageError(f"--digit {args.digit}: the committed subset has test digits 0 to {len(y) - 1}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a file, not a folder")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out} cannot be created: {exc.strerror}") from None
+    if not os.access(args.out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {args.out} is not writable")
+
+
 def main(argv=None):
-    args = parse_args(argv)
-    if plt is None:
-        print("examples/visualize.py needs matplotlib: pip install 'minicnn[viz]' (or pip install matplotlib)",
-              file=sys.stderr)
-        return 1
-    os.makedirs(args.out, exist_ok=True)
-    model, state = load_model(args.checkpoint)
-    history = load_history(args.history or default_history_path(args.checkpoint), state)
+    try:
+        args = parse_args(argv)
+        if plt is None:
+            raise UsageError("examples/visualize.py needs matplotlib: pip install 'minicnn[viz]' (or pip install matplotlib)")
+        model, state = load_model(args.checkpoint)
+        history = load_history(args.history or default_history_path(args.checkpoint), state)
+        check_args(args)
+        x_test, y_test, description = load_test_set(args.data_dir)
+    except (UsageError, CheckpointError) as exc:
+        print(f"visualize.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     img, label = subset_digit(args.digit)
-    x_test, y_test, description = load_test_set(args.data_dir)
     if args.max_test:
         x_test, y_test = x_test[:args.max_test], y_test[:args.max_test]
         description += f" (first {len(y_test):,})"

@@ -102,3 +102,56 @@ def test_unit_gradient_stays_inside_the_theoretical_receptive_field():
     inside[offset + oh * jump:offset + oh * jump + rf, offset + ow * jump:offset + ow * jump + rf] = True
     assert g.shape == (4, 28, 28) and g.sum() > 0
     assert np.all(g[:, ~inside] == 0)
+
+
+def test_figures_go_to_runs_figures_unless_out_names_another_folder():
+    vis = load_visualize()
+    assert vis.parse_args(["--checkpoint", "run.ckpt"]).out == os.path.join("runs", "figures")
+    assert vis.parse_args(["--checkpoint", "run.ckpt", "--out", "docs/images"]).out == "docs/images"
+
+
+@pytest.mark.parametrize("case", ["missing", "pickle", "damaged", "foreign", "history"])
+def test_a_missing_or_bad_file_is_one_line_and_exit_status_2(tiny_run, tmp_path, capsys, case):
+    import pickle
+    vis = load_visualize()
+    ckpt, _ = tiny_run
+    bad = tmp_path / "bad.ckpt"
+    history = []
+    if case == "pickle":
+        bad.write_bytes(pickle.dumps({"trainer": {}}))
+    elif case == "damaged":
+        bad.write_bytes(ckpt.read_bytes()[:-100])
+    elif case == "foreign":
+        save_checkpoint(bad, {"weights": np.zeros(3, np.float32)})
+    elif case == "history":
+        bad = ckpt
+        (tmp_path / "h.json").write_text("{not json")
+        history = ["--history", str(tmp_path / "h.json")]
+    out = tmp_path / "figures"
+    assert vis.main(["--checkpoint", str(bad), "--out", str(out)] + history) == 2
+    err = capsys.readouterr().err
+    expected = {"missing": "no such checkpoint file", "pickle": "is a pickle", "damaged": "is damaged",
+                "foreign": "not of a run of examples/mnist.py", "history": "h.json is not JSON"}[case]
+    assert len(err.strip().splitlines()) == 1 and err.startswith("visualize.py: error: ") and expected in err, err
+    assert not out.exists()  # nothing drawn, no folder made
+
+
+def test_the_command_line_process_reports_a_missing_checkpoint_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "visualize.py"), "--checkpoint",
+                           str(tmp_path / "none.ckpt")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"visualize.py: error: {tmp_path / 'none.ckpt'}: no such checkpoint file"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_im2col_figure_draws_the_lessons_im2col_from_the_public_api():
+    """The example builds its matrix with NumPy's sliding windows (examples use the public API only); it is
+    exactly the kernels' im2col."""
+    from minicnn.kernels.im2col import im2col
+    vis = load_visualize()
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    np.testing.assert_array_equal(vis.im2col_matrix(x[0, 0], 3, 3), im2col(x, 3, 3).reshape(9, 4))
+    source = open(os.path.join(ROOT, "examples", "visualize.py")).read()
+    assert "minicnn.kernels" not in source

@@ -29,12 +29,26 @@ def parse_name(path):
     return m["preset"], m["augment"] is not None, int(m["seed"])
 
 
+def read_history(path):
+    """The per-epoch records of one run; ValueError (one line) for a missing, unreadable or foreign file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            history = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not JSON ({exc})") from None
+    if not (isinstance(history, list) and history and all(isinstance(h, dict) for h in history)
+            and all(k in history[-1] for k in ("test_accuracy", "seconds"))):
+        raise ValueError(f"{path} is not the history of a run of examples/mnist.py (a non-empty list of epoch records)")
+    return history
+
+
 def rows(paths):
     runs = defaultdict(dict)
     for path in paths:
         preset, augment, seed = parse_name(path)
-        with open(path) as f:
-            runs[(preset, augment)][seed] = json.load(f)
+        runs[(preset, augment)][seed] = read_history(path)
     for (preset, augment), by_seed in runs.items():
         s = summary(get_model(preset), (1, 28, 28), print_fn=None)
         finals = {seed: h[-1]["test_accuracy"] for seed, h in sorted(by_seed.items())}
@@ -55,14 +69,24 @@ def markdown(table):
     return "\n".join(out)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Print the table; a mistake (a file missing, unreadable, or named unlike a run) is one line, exit status 2."""
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("histories", nargs="+", help="PRESET[-augment]-seedS.history.json files")
+    args = p.parse_args(argv)
     try:
-        print(markdown(list(rows(p.parse_args(argv).histories))))
+        table = list(rows(args.histories))
     except ValueError as e:
-        p.error(str(e))
+        print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print(markdown(table))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

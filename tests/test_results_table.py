@@ -33,7 +33,27 @@ def test_one_row_per_preset_with_final_accuracy_per_seed_and_mean(tmp_path, caps
     assert "| `tiny` |" in out and "99.40% (seed 0), 99.50% (seed 1)" in out and "**99.45%**" in out
 
 
-def test_a_validation_run_is_not_accepted_as_a_result(tmp_path):
+def test_a_validation_run_is_not_accepted_as_a_result(tmp_path, capsys):
     path = write_history(tmp_path, "tiny-seed0-val.history.json", [0.99], [1])
-    with pytest.raises(SystemExit):
-        results_table.main([path])
+    assert results_table.main([path]) == 2
+    assert "expected a name like PRESET-seedS.history.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, problem", [(None, "No such file or directory"), ("{not json", "is not JSON"),
+                                              ("[]", "is not the history of a run"),
+                                              ('{"epoch": 1}', "is not the history of a run")])
+def test_a_missing_or_foreign_history_is_one_line_and_exit_status_2(tmp_path, capsys, content, problem):
+    path = tmp_path / "tiny-seed0.history.json"
+    if content is not None:
+        path.write_text(content)
+    assert results_table.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_command_line_mistake_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        results_table.main([])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "the following arguments are required" in err

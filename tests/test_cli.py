@@ -325,6 +325,25 @@ def test_the_example_uses_the_public_api_only():
 
 
 # ---- the first run compiles the kernels, and says so ---------------------------------------------------------
+def test_the_compile_notice_is_one_line_with_the_time_and_the_cache_folder(example, monkeypatch, capsys):
+    """The example's side of minicnn.backend.on_first_compile: what it prints when the backend calls back, and
+    nothing when the backend compiles nothing ahead of use (the hook returns False)."""
+    import minicnn.backend
+    registered = []
+    monkeypatch.setattr(minicnn.backend, "on_first_compile",
+                        lambda callback, device="cpu": registered.append((callback, device)) or True)
+    example.announce_first_compile("cpu")
+    assert capsys.readouterr().out == ""  # nothing until the backend is about to compile
+    (callback, device), = registered
+    callback({"cache_dir": "/somewhere/numba-cache", "seconds": 41.6})
+    out = capsys.readouterr().out
+    assert device == "cpu" and out.count("\n") == 1
+    assert "compiling the CPU kernels for the first time: about 42 s" in out and "/somewhere/numba-cache" in out
+    monkeypatch.setattr(minicnn.backend, "on_first_compile", lambda callback, device="cpu": False)
+    example.announce_first_compile("cpu")
+    assert capsys.readouterr().out == ""
+
+
 def _hook_is_there():
     import minicnn.backend
     from minicnn.backend import kernels_for_device
@@ -338,15 +357,24 @@ def _hook_is_there():
 @pytest.mark.xfail(not _hook_is_there(), strict=False,
                    reason="the Numba backend does not yet implement on_first_compile (kernels/cpu.py)")
 def test_the_first_run_says_it_compiles_before_any_step_and_the_second_does_not(tmp_path):
+    """An empty Numba cache: one line says the kernels compile, about how long and where they are cached, before
+    the progress bar shows anything (the bar starts after the first step: no time left computed from it).
+    The second run finds them in the cache and says nothing."""
     cache = tmp_path / "numba-cache"
     cache.mkdir()
-    args = ["--data-dir", SUBSET, "--no-verify", "--epochs", 1, "--train-limit", 256, "--save", tmp_path / "r.ckpt"]
-    env = {"NUMBA_CACHE_DIR": str(cache), "MINICNN_KERNELS": "numba"}
-    cold = mnist(args, cwd=tmp_path, env=env)
-    assert cold.rc == 0, cold
-    notice = cold.out.find("compiling the CPU kernels for the first time")
-    assert notice >= 0 and str(cache) in cold.out, cold.out
-    assert notice < cold.out.find("Epoch  1/1")
-    warm = mnist(args[:-1] + [tmp_path / "r2.ckpt"], cwd=tmp_path, env=env)
-    assert warm.rc == 0 and "Epoch  1/1" in warm.out, warm
-    assert "compiling the CPU kernels" not in warm.out
+    env = {k: v for k, v in os.environ.items() if k != "MINICNN_NO_PROGRESS"}
+    env.update(NUMBA_CACHE_DIR=str(cache), MINICNN_KERNELS="numba")
+
+    def run(save):
+        args = ["--data-dir", SUBSET, "--no-verify", "--epochs", 1, "--train-limit", 256, "--save", tmp_path / save]
+        done = subprocess.run([sys.executable, SCRIPT, *map(str, args)], cwd=tmp_path, env=env, timeout=1800,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # one stream: in order
+        assert done.returncode == 0, done.stdout
+        return done.stdout
+    cold = run("cold.ckpt")
+    notice = cold.find("compiling the CPU kernels for the first time")
+    assert notice >= 0 and str(cache) in cold[notice:].splitlines()[0], cold
+    assert notice < cold.find("Epoch 1/1:") < cold.find("Epoch  1/1")  # before the bar, before the epoch's line
+    assert "Epoch 1/1:   0%" not in cold  # the bar's first line already counts the first step
+    warm = run("warm.ckpt")
+    assert "Epoch  1/1" in warm and "compiling the CPU kernels" not in warm

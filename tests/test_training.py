@@ -334,3 +334,24 @@ def test_the_progress_bar_starts_after_the_first_step(subset, monkeypatch):
     monkeypatch.setattr(training, "progress", recording_progress)
     trainer.train_epoch(show_progress=False)
     assert made == [(1, 1, 3)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graph", [False, True], ids=["eager", "cuda-graph"])
+def test_on_the_gpu_the_first_nonfinite_batch_is_named_at_the_sync(subset, cuda_graph):
+    """On the GPU the loss stays on the device (one value per batch) and is checked at the syncs and at the
+    epoch's end: a NaN pixel in one image is still named by its batch, eager or replayed from a CUDA graph."""
+    from gpu_checks import GPU_REASON, to_gpu
+    if GPU_REASON is not None:
+        pytest.skip(f"no GPU: {GPU_REASON}")
+    train, test = subset
+    x, y = train[0][:96].copy(), train[1][:96]
+    x[40, 0, 14, 14] = np.nan
+    minicnn.manual_seed(0)
+    model = eip4().to("gpu")
+    trainer = Trainer(model, optim.Adam(model.parameters()), (to_gpu(x), to_gpu(y)),
+                      (to_gpu(test[0][:20]), to_gpu(test[1][:20])), batch_size=32, cuda_graph=cuda_graph)
+    assert trainer.check_each_step is False
+    bad_batch = next(i for i, (xb, _) in enumerate(trainer.loader.batches(0)) if bool(xb.sum() != xb.sum())) + 1
+    with pytest.raises(NonFiniteLossError, match=f"at epoch 1, batch {bad_batch} of 3"):
+        trainer.train_epoch(show_progress=False)

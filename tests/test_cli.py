@@ -92,6 +92,8 @@ def runs(first, tmp_path_factory):
     save_checkpoint(tmp / "misfit.ckpt", state)
     for name in ("overwrite", "extend"):  # copies of the first run's files to write over
         shutil.copytree(base, tmp / name, ignore=shutil.ignore_patterns("*.lock"))
+    stale = tmp / "extend" / f".run.ckpt.{2 ** 22 + 5}.0badc0de.tmp"  # left by a killed run (no such PID)
+    stale.write_bytes(b"half a checkpoint")
     paths = dict(tmp=tmp, marker=marker, explodes=tmp / "explodes.ckpt", overwrite=tmp / "overwrite",
                  extend=tmp / "extend", locked=tmp / "locked.ckpt")
     new = ["--save", tmp / "new.ckpt"]
@@ -244,6 +246,7 @@ def test_epochs_extends_a_finished_run_as_if_it_had_been_planned(runs):
     extended, straight = results["extend"], results["straight"]
     assert extended.rc == 0 and straight.rc == 0, (extended, straight)
     assert "resumed from" in extended.out and "epoch 2, batch 0" in extended.out and "Epoch  2/2" in extended.out
+    assert sorted(os.listdir(paths["extend"])) == ["run.best.ckpt", "run.ckpt", "run.history.json"]  # stale temp gone
     a = load_checkpoint(paths["extend"] / "run.ckpt")
     b = load_checkpoint(paths["tmp"] / "straight.ckpt")
     assert a["recipe"]["epochs"] == 2 and a["trainer"]["epoch"] == 2

@@ -4,8 +4,11 @@ import re
 import numpy as np
 import pytest
 
+import minicnn
 import minicnn.functional as F
-from minicnn import Tensor, gpu_available
+from minicnn import Tensor, gpu_available, nn, optim
+from minicnn.functional.checks import check_input
+from minicnn.models import compact, eip4, tiny
 
 
 def t(*shape, dtype=np.float32):
@@ -223,6 +226,67 @@ def test_pow_with_a_tensor_exponent():
 def test_reduction_axis_out_of_range():
     with raises(ValueError, "axis 2 is out of range for a tensor with 2 dimensions"):
         F.sum(t(2, 3), axis=2)
+
+
+# ---- what the array functions take: a Tensor or an array of float32 or float64 ----------------------------------
+
+def f16(*shape):
+    return Tensor(np.ones(shape, np.float16))
+
+
+ARRAY_OPS = {  # name -> a call of the function with x as its input
+    "conv2d": lambda x: F.conv2d(x, t(1, 1, 3, 3)),
+    "max_pool2d": lambda x: F.max_pool2d(x, 2),
+    "avg_pool2d": lambda x: F.avg_pool2d(x, 2),
+    "global_avg_pool2d": F.global_avg_pool2d,
+    "batch_norm": lambda x: F.batch_norm(x, t(1), t(1)),
+}
+
+
+@pytest.mark.parametrize("op", sorted(ARRAY_OPS))
+def test_a_list_input_is_a_type_error_naming_the_type(op):
+    with raises(TypeError, f"{op} expects a Tensor or an array, got list"):
+        ARRAY_OPS[op](np.ones((2, 1, 4, 4), np.float32).tolist())
+
+
+@pytest.mark.parametrize("op", sorted(ARRAY_OPS))
+def test_float16_input_is_a_type_error_that_says_what_to_convert_to(op):
+    with raises(TypeError, f"{op} supports float32 and float64, got float16; convert with .astype(np.float32)"):
+        ARRAY_OPS[op](f16(2, 1, 4, 4))
+
+
+@pytest.mark.parametrize("op", sorted(ARRAY_OPS))
+def test_float32_and_float64_raw_arrays_are_taken_as_they_are(op):
+    """A NumPy array's own .data is a memoryview: the check must use the array itself."""
+    for dtype in (np.float32, np.float64):
+        w = {"conv2d": lambda x: F.conv2d(x, np.ones((1, 1, 3, 3), dtype)),
+             "batch_norm": lambda x: F.batch_norm(x, np.ones(1, dtype), np.zeros(1, dtype))}.get(op, ARRAY_OPS[op])
+        y = w(np.ones((2, 1, 4, 4), dtype))
+        assert y.dtype == dtype
+
+
+def test_check_input_returns_the_array_and_names_the_argument():
+    x = np.ones((2, 3, 4, 5), np.float32)
+    assert check_input(x, "op") is x and check_input(Tensor(x), "op") is x
+    assert check_input(np.ones(3), "op", ndim=1, what="gamma").shape == (3,)
+    with raises(TypeError, "conv2d expects a Tensor or an array as weight, got numpy.float32"):
+        check_input(np.float32(1.0), "conv2d", what="weight")
+    message = "batch_norm supports float32 and float64, got float16 gamma; convert with .astype(np.float32)"
+    with raises(TypeError, message):
+        check_input(np.ones(3, np.float16), "batch_norm", ndim=1, what="gamma")
+    with raises(ValueError, "batch_norm expects gamma of shape (C,), got a 2-D tensor of shape (1, 3)"):
+        check_input(np.ones((1, 3)), "batch_norm", ndim=1, what="gamma")
+    with raises(TypeError, "op needs floating-point input, got dtype bool; convert with .astype(np.float32)"):
+        check_input(np.ones((1, 1, 2, 2), bool), "op")
+
+
+def test_batch_norm_parameters_that_are_lists_or_float16():
+    with raises(TypeError, "batch_norm expects a Tensor or an array as gamma, got list"):
+        F.batch_norm(t(2, 3, 2, 2), [1.0, 1.0, 1.0], t(3))
+    with raises(TypeError, "batch_norm expects a Tensor or an array as beta, got NoneType"):
+        F.batch_norm(t(2, 3, 2, 2), t(3), None)
+    with raises(TypeError, "batch_norm supports float32 and float64, got float16 running_var"):
+        F.batch_norm(t(2, 3, 2, 2), t(3), t(3), np.zeros(3, np.float32), np.ones(3, np.float16))
 
 
 @pytest.mark.gpu

@@ -13,8 +13,8 @@ momentum=0.99 is momentum=0.01 here.
 """
 from ..autograd import Function
 from ..backend import get_array_module, kernels_for
-from ..tensor import Tensor
 from .. import random as mrandom
+from .checks import check_input, real_number
 
 
 class BatchNorm2d(Function):
@@ -56,20 +56,20 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
     relu=True normalises relu(x) -- batch_norm(F.relu(x), ...) -- and dropout=p applies
     F.dropout(y, p, generator=generator) to the result (its key drawn the same way). The kernels read
     relu(x) and the dropout mask on the fly. nn.Sequential uses this for ReLU -> BatchNorm2d -> Dropout."""
-    if x.ndim != 4:
-        raise ValueError(f"batch_norm expects input of shape (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"batch_norm needs floating-point input, got dtype {x.dtype}")
-    C = x.shape[1]
+    a = check_input(x, "batch_norm")
+    C = a.shape[1]
+    vectors = {}
     for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
-        if t is not None and tuple(t.shape) != (C,):
-            raise ValueError(f"batch_norm: {name} must have shape ({C},) for {C} channels, got {tuple(t.shape)}")
+        if t is None and name.startswith("running_"):
+            continue
+        vectors[name] = v = check_input(t, "batch_norm", 1, name)
+        if tuple(v.shape) != (C,):
+            raise ValueError(f"batch_norm: {name} must have shape ({C},) for {C} channels, got {tuple(v.shape)}")
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm in eval mode needs running_mean and running_var")
-    if training and x.size // C < 2:
+    if training and a.size // C < 2:
         raise ValueError(f"batch_norm in training mode needs more than one value per channel, got input shape {tuple(x.shape)}")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {momentum}")
+    check_momentum_and_eps(momentum, eps, "batch_norm", eps_zero_ok=True)
     if (relu or dropout) and not training:
         raise ValueError("batch_norm: relu=True and dropout are for training mode; in eval mode apply F.relu first "
                          "(and no dropout)")
@@ -78,7 +78,19 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout probability must lie in [0, 1), got {dropout}")
         key = mrandom.draw_key(generator if generator is not None else mrandom.default_generator())
-    # raw arrays are used as they are (a NumPy array's own .data attribute is a memoryview, not the array)
-    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
-    rv = running_var.data if isinstance(running_var, Tensor) else running_var
+    # the running statistics are updated in place: the raw arrays themselves (check_input returned them)
+    rm, rv = vectors.get("running_mean"), vectors.get("running_var")
     return BatchNorm2d(rm, rv, training, momentum, eps, relu, dropout, key)(x, gamma, beta)
+
+
+def check_momentum_and_eps(momentum, eps, op, eps_zero_ok=False):
+    """momentum a number in [0, 1] (None, PyTorch's cumulative average, is not supported), eps positive
+    (or zero, where `eps_zero_ok`: F.batch_norm computes the exact normalisation then)."""
+    if momentum is None:
+        raise ValueError(f"{op}: momentum=None (PyTorch's cumulative moving average) is not supported; "
+                         "give a number in [0, 1] (PyTorch's default is 0.1)")
+    if not 0.0 <= real_number(momentum, "momentum", op) <= 1.0:
+        raise ValueError(f"{op}: momentum must lie in [0, 1], got {momentum}")
+    eps_value = real_number(eps, "eps", op)
+    if not (eps_value >= 0.0 if eps_zero_ok else eps_value > 0.0):
+        raise ValueError(f"{op}: eps must be {'non-negative' if eps_zero_ok else 'positive'}, got {eps}")

@@ -3,7 +3,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import kernels_for
-from .checks import check_float_4d, non_negative_pair, positive_pair
+from .checks import check_input, non_negative_pair, positive_pair, raw_array
 
 
 class MaxPool2d(Function):
@@ -34,15 +34,22 @@ class AvgPool2d(Function):
         return kernels_for(gy).avg_pool2d_backward(gy, self.H, self.W, *self.kernel, *self.stride, *self.padding)
 
 
-def _pool_args(x, kernel_size, stride, padding, op):
-    check_float_4d(x, "input", op)
-    kernel = positive_pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else positive_pair(stride, "stride")
-    padding = non_negative_pair(padding, "padding")
+def pool_window(kernel_size, stride, padding, op):
+    """(kernel, stride, padding) as pairs, checked: a positive window and stride (stride defaults to the window),
+    padding of at most half the window (so every window holds a real pixel). nn.MaxPool2d checks with it too."""
+    kernel = positive_pair(kernel_size, "kernel_size", op)
+    stride = kernel if stride is None else positive_pair(stride, "stride", op)
+    padding = non_negative_pair(padding, "padding", op)
     for k, p, axis in zip(kernel, padding, ("height", "width")):
         if p > k // 2:
             raise ValueError(f"{op}: padding {p} must be at most half the kernel {axis} {k} "
                              f"(so every window holds a real pixel)")
+    return kernel, stride, padding
+
+
+def _pool_args(x, kernel_size, stride, padding, op):
+    x = check_input(x, op)
+    kernel, stride, padding = pool_window(kernel_size, stride, padding, op)
     H, W = x.shape[2], x.shape[3]
     if kernel[0] > H + 2 * padding[0] or kernel[1] > W + 2 * padding[1]:
         raise ValueError(f"{op}: the window {kernel[0]}x{kernel[1]} is larger than the padded input "
@@ -62,14 +69,14 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 
 def global_avg_pool2d(x):
     """(N, C, H, W) -> (N, C): the mean of each channel's plane."""
-    check_float_4d(x, "input", "global_avg_pool2d")
+    check_input(x, "global_avg_pool2d")
     from .shape import mean
     return mean(x, axis=(2, 3))
 
 
 def max_pool2d_reference(x, kernel_size, stride=None, padding=0):
     """The definition in float64 loops: max over each window, padding is -inf."""
-    x = np.asarray(getattr(x, "data", x), np.float64)
+    x = np.asarray(raw_array(x, "max_pool2d_reference"), np.float64)
     (KH, KW), (SH, SW), (PH, PW) = _pool_args(x, kernel_size, stride, padding, "max_pool2d")
     N, C, H, W = x.shape
     xp = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), constant_values=-np.inf)

@@ -289,6 +289,100 @@ def test_batch_norm_parameters_that_are_lists_or_float16():
         F.batch_norm(t(2, 3, 2, 2), t(3), t(3), np.zeros(3, np.float32), np.ones(3, np.float16))
 
 
+# ---- batch norm's momentum and eps -------------------------------------------------------------------------------
+
+def test_batch_norm_momentum_none_is_not_supported_and_says_so():
+    message = ("batch_norm: momentum=None (PyTorch's cumulative moving average) is not supported; "
+               "give a number in [0, 1] (PyTorch's default is 0.1)")
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    with raises(ValueError, message):
+        F.batch_norm(t(2, 3, 2, 2), t(3), t(3), rm, rv, momentum=None)
+    assert not rm.any() and (rv == 1).all()  # the running statistics are untouched
+    with raises(ValueError, "BatchNorm2d: momentum=None (PyTorch's cumulative moving average) is not supported"):
+        nn.BatchNorm2d(3, momentum=None)
+
+
+def test_batch_norm_momentum_that_is_not_a_number():
+    with raises(TypeError, "batch_norm: momentum must be a number, got '0.1'"):
+        F.batch_norm(t(2, 3, 2, 2), t(3), t(3), momentum="0.1")
+
+
+def test_batch_norm_negative_eps():
+    with raises(ValueError, "batch_norm: eps must be non-negative, got -1e-05"):
+        F.batch_norm(t(2, 3, 2, 2), t(3), t(3), eps=-1e-5)
+
+
+@pytest.mark.parametrize("eps", [0, -1e-3, float("nan")])
+def test_batch_norm_layer_eps_must_be_positive(eps):
+    with raises(ValueError, f"BatchNorm2d: eps must be positive, got {eps}"):
+        nn.BatchNorm2d(3, eps=eps)
+
+
+def test_batch_norm_layer_momentum_out_of_range():
+    with raises(ValueError, "BatchNorm2d: momentum must lie in [0, 1], got 1.5"):
+        nn.BatchNorm2d(3, momentum=1.5)
+
+
+# ---- layers check their arguments when they are built -------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    (dict(kernel_size=0), ValueError, "Conv2d: kernel_size must be positive, got 0"),
+    (dict(kernel_size=(3, -1)), ValueError, "Conv2d: kernel_size must be positive, got (3, -1)"),
+    (dict(stride=-1), ValueError, "Conv2d: stride must be positive, got -1"),
+    (dict(stride=0), ValueError, "Conv2d: stride must be positive, got 0"),
+    (dict(padding=-1), ValueError, "Conv2d: padding must not be negative, got -1"),
+    (dict(dilation=0), ValueError, "Conv2d: dilation must be positive, got 0"),
+    (dict(groups=0), ValueError, "Conv2d: groups must be a positive int, got 0"),
+    (dict(groups=1.5), TypeError, "Conv2d: groups must be a positive int, got 1.5"),
+    (dict(in_channels=0), ValueError, "Conv2d: in_channels must be a positive int, got 0"),
+    (dict(out_channels=-4), ValueError, "Conv2d: out_channels must be a positive int, got -4"),
+    (dict(in_channels=3.0), TypeError, "Conv2d: in_channels must be a positive int, got 3.0"),
+    (dict(kernel_size="3"), TypeError, "Conv2d: kernel_size must be an int or a pair of ints, got '3'"),
+    (dict(groups=2), ValueError, "Conv2d: in_channels=3 and out_channels=4 must both be divisible by groups=2"),
+])
+def test_conv2d_layer_arguments(kwargs, exc, message):
+    args = dict(in_channels=3, out_channels=4, kernel_size=3) | kwargs
+    with raises(exc, message):
+        nn.Conv2d(**args)
+
+
+@pytest.mark.parametrize("layer", [nn.MaxPool2d, nn.AvgPool2d])
+def test_pool_layer_arguments(layer):
+    name = layer.__name__
+    with raises(ValueError, f"{name}: kernel_size must be positive, got 0"):
+        layer(0)
+    with raises(ValueError, f"{name}: stride must be positive, got -2"):
+        layer(2, stride=-2)
+    with raises(ValueError, f"{name}: padding must not be negative, got -1"):
+        layer(2, padding=-1)
+    with raises(ValueError, f"{name}: padding 2 must be at most half the kernel height 3"):
+        layer(3, padding=2)
+
+
+@pytest.mark.parametrize("args, message", [((0, 3), "Linear: in_features must be a positive int, got 0"),
+                                           ((3, 0), "Linear: out_features must be a positive int, got 0")])
+def test_linear_layer_sizes(args, message):
+    with raises(ValueError, message):
+        nn.Linear(*args)
+
+
+def test_batch_norm_layer_num_features():
+    with raises(ValueError, "BatchNorm2d: num_features must be a positive int, got 0"):
+        nn.BatchNorm2d(0)
+
+
+def test_dropout_layer_probability():
+    with raises(ValueError, "Dropout: the probability p must lie in [0, 1), got 1.5"):
+        nn.Dropout(1.5)
+
+
+def test_layers_refuse_float16_before_any_kernel_runs():
+    with raises(TypeError, "conv2d supports float32 and float64, got float16"):
+        nn.Conv2d(1, 2, 3)(f16(1, 1, 5, 5))
+    with raises(TypeError, "batch_norm supports float32 and float64, got float16"):
+        nn.BatchNorm2d(1)(f16(2, 1, 2, 2))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="inputs on different devices need a GPU (CuPy and a CUDA device)")
 def test_inputs_on_different_devices():

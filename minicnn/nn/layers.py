@@ -2,7 +2,9 @@
 import numpy as np
 
 from .. import functional as F
-from ..functional.checks import pair
+from ..functional.checks import non_negative_pair, positive_int, positive_pair, real_number
+from ..functional.norm import check_momentum_and_eps
+from ..functional.pool import pool_window
 from . import init
 from .module import Module, Parameter
 
@@ -13,13 +15,18 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, weight_init="glorot_uniform"):
         super().__init__()
+        in_channels = positive_int(in_channels, "in_channels", "Conv2d")
+        out_channels = positive_int(out_channels, "out_channels", "Conv2d")
+        groups = positive_int(groups, "groups", "Conv2d")
+        KH, KW = positive_pair(kernel_size, "kernel_size", "Conv2d")
+        stride, dilation = positive_pair(stride, "stride", "Conv2d"), positive_pair(dilation, "dilation", "Conv2d")
+        padding = non_negative_pair(padding, "padding", "Conv2d")
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels={in_channels} and out_channels={out_channels} "
                              f"must both be divisible by groups={groups}")
-        KH, KW = pair(kernel_size, "kernel_size")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = (KH, KW), pair(stride, "stride"), pair(padding, "padding")
-        self.dilation, self.groups = pair(dilation, "dilation"), groups
+        self.kernel_size, self.stride, self.padding = (KH, KW), stride, padding
+        self.dilation, self.groups = dilation, groups
         self.weight = Parameter(init.get(weight_init)((out_channels, in_channels // groups, KH, KW)))
         self.bias = Parameter(np.zeros(out_channels, np.float32)) if bias else None
 
@@ -36,6 +43,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, weight_init="glorot_uniform"):
         super().__init__()
+        in_features = positive_int(in_features, "in_features", "Linear")
+        out_features = positive_int(out_features, "out_features", "Linear")
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(init.get(weight_init)((out_features, in_features)))
         self.bias = Parameter(np.zeros(out_features, np.float32)) if bias else None
@@ -53,6 +62,8 @@ class BatchNorm2d(Module):
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         super().__init__()
+        num_features = positive_int(num_features, "num_features", "BatchNorm2d")
+        check_momentum_and_eps(momentum, eps, "BatchNorm2d")
         self.num_features, self.momentum, self.eps = num_features, momentum, eps
         self.weight = Parameter(np.ones(num_features, np.float32))   # gamma
         self.bias = Parameter(np.zeros(num_features, np.float32))    # beta
@@ -78,9 +89,7 @@ class ReLU(Module):
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
-        self.padding = pair(padding, "padding")
+        self.kernel_size, self.stride, self.padding = pool_window(kernel_size, stride, padding, type(self).__name__)
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
@@ -106,6 +115,8 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, seed=None):
         super().__init__()
+        if not 0.0 <= real_number(p, "p", "Dropout") < 1.0:
+            raise ValueError(f"Dropout: the probability p must lie in [0, 1), got {p}")
         self.p = p
         self.generator = None if seed is None else np.random.default_rng(seed)
 

@@ -383,6 +383,68 @@ def test_layers_refuse_float16_before_any_kernel_runs():
         nn.BatchNorm2d(1)(f16(2, 1, 2, 2))
 
 
+# ---- Module.load_state_dict: everything checked before anything is written -----------------------------------------
+
+def state_bytes(model):
+    return {k: (v.dtype, v.tobytes()) for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def two_eip4s():
+    """A model and the state of a differently initialised one, whose batch-norm statistics have moved."""
+    minicnn.manual_seed(1)
+    model = eip4()
+    minicnn.manual_seed(2)
+    other = eip4()
+    other(Tensor(np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)))
+    return model, other.state_dict()
+
+
+def test_load_state_dict_with_a_bad_late_entry_changes_nothing(two_eip4s):
+    model, state = two_eip4s
+    before = state_bytes(model)
+    last = list(state)[-1]  # state_dict order: every parameter, then the buffers; old code wrote the rest first
+    state[last] = np.zeros(3, np.float32)
+    with raises(ValueError, f"load_state_dict: {last} has shape (3,) in the state but (10,) in the model"):
+        model.load_state_dict(state)
+    assert state_bytes(model) == before
+
+
+@pytest.mark.parametrize("bad, exc, message", [
+    ([0.0] * 10, TypeError, "load_state_dict: {key} is a list in the state, expected an array of shape (10,)"),
+    (np.zeros(10, np.int64), TypeError, "load_state_dict: {key} has dtype int64 in the state but float32 in the model"),
+    (np.float32(0.0), TypeError, "load_state_dict: {key} is a numpy.float32 in the state"),
+])
+def test_load_state_dict_values_that_are_not_arrays_of_the_right_kind(two_eip4s, bad, exc, message):
+    model, state = two_eip4s
+    key = list(state)[-1]
+    state[key] = bad
+    before = state_bytes(model)
+    with raises(exc, message.format(key=key)):
+        model.load_state_dict(state, strict=False)
+    assert state_bytes(model) == before
+
+
+def test_load_state_dict_of_something_that_is_not_a_dict():
+    with raises(TypeError, "load_state_dict expects a dict of name -> array, got list"):
+        nn.Linear(3, 2).load_state_dict([np.zeros((2, 3), np.float32), np.zeros(2, np.float32)])
+
+
+def test_load_state_dict_missing_and_unexpected_keys_are_a_value_error(two_eip4s):
+    model, state = two_eip4s
+    state["extra"] = state.pop("0.weight")
+    before = state_bytes(model)
+    with raises(ValueError, "load_state_dict: missing keys ['0.weight'], unexpected keys ['extra']"):
+        model.load_state_dict(state)
+    assert state_bytes(model) == before
+
+
+def test_load_state_dict_accepts_float64_and_tensors(two_eip4s):
+    model, state = two_eip4s
+    model.load_state_dict({k: Tensor(v.astype(np.float64), dtype=np.float64) for k, v in state.items()})
+    assert state_bytes(model) == {k: (v.dtype, v.tobytes()) for k, v in state.items()}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="inputs on different devices need a GPU (CuPy and a CUDA device)")
 def test_inputs_on_different_devices():

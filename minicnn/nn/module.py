@@ -1,9 +1,11 @@
 """Modules: objects that own parameters (learned) and buffers (running statistics), and know train/eval mode."""
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 
-from ..backend import get_array_module, to_device
+from ..backend import get_array_module, is_gpu_array, to_device
+from ..functional.checks import type_name
 from ..tensor import Tensor
 
 
@@ -109,21 +111,38 @@ class Module:
         return out
 
     def load_state_dict(self, state, strict=True):
-        """Copy arrays into the existing parameters and buffers in place, on whatever device they live."""
+        """Copy arrays into the existing parameters and buffers in place, on whatever device they live.
+
+        Everything is checked before anything is written, so a refused state leaves the model as it was:
+        `state` is a mapping; under `strict`, it names every parameter and buffer and nothing else; each
+        value is an array (or a Tensor) of the model's shape with a dtype of the same kind (a float64 state
+        loads into a float32 model, converted; integer arrays do not load into float tensors)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"load_state_dict expects a dict of name -> array, got {type_name(state)}")
         own = OrderedDict(list(self.named_parameters()) + list(self.named_buffers()))
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        for name, value in state.items():
-            if name not in own:
-                continue
-            t = own[name]
-            if tuple(value.shape) != tuple(t.shape):
-                raise ValueError(f"load_state_dict: {name} has shape {tuple(value.shape)} in the state "
-                                 f"but {tuple(t.shape)} in the model")
-            xp = get_array_module(t.data)
-            t.data[...] = xp.asarray(to_device(value, t.device), dtype=t.dtype)
+            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        staged = [(t, self._checked_value(name, state[name], t)) for name, t in own.items() if name in state]
+        for t, value in staged:
+            t.data[...] = value
+
+    @staticmethod
+    def _checked_value(name, value, t):
+        """`value` as an array of t's dtype on t's device, ready to copy into t; an error naming `name` if not."""
+        if isinstance(value, Tensor):
+            value = value.data
+        elif not (isinstance(value, np.ndarray) or is_gpu_array(value)):
+            raise TypeError(f"load_state_dict: {name} is a {type_name(value)} in the state, "
+                            f"expected an array of shape {tuple(t.shape)}")
+        if tuple(value.shape) != tuple(t.shape):
+            raise ValueError(f"load_state_dict: {name} has shape {tuple(value.shape)} in the state "
+                             f"but {tuple(t.shape)} in the model")
+        if value.dtype.kind != t.dtype.kind:
+            raise TypeError(f"load_state_dict: {name} has dtype {value.dtype} in the state "
+                            f"but {t.dtype} in the model")
+        return get_array_module(t.data).asarray(to_device(value, t.device), dtype=t.dtype)
 
     def extra_repr(self):
         return ""

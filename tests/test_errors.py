@@ -445,6 +445,78 @@ def test_load_state_dict_accepts_float64_and_tensors(two_eip4s):
     assert state_bytes(model) == {k: (v.dtype, v.tobytes()) for k, v in state.items()}
 
 
+# ---- optimizer and schedule state dicts ----------------------------------------------------------------------------
+
+def adam_after_two_steps():
+    model = nn.Linear(3, 2)
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(2):
+        model.weight.grad[...] = 1.0
+        model.bias.grad[...] = -0.5
+        opt.step()
+    return opt
+
+
+def optimizer_bytes(opt):
+    return (opt.lr, opt.step_count, opt.m.tobytes(), opt.v.tobytes(), opt.flat_data.tobytes())
+
+
+@pytest.mark.parametrize("edit, exc, message", [
+    (lambda s: s.clear(), ValueError,
+     "Adam.load_state_dict: missing keys ['lr', 'step_count', 'm', 'v']; "
+     "expected the keys ['lr', 'step_count', 'm', 'v']"),
+    (lambda s: s.update(momentum_buffer=s.pop("m")), ValueError,
+     "Adam.load_state_dict: missing keys ['m'], unexpected keys ['momentum_buffer']"),
+    (lambda s: s.update(v=np.zeros(7, np.float32)), ValueError,
+     "Adam.load_state_dict: v has shape (7,), expected (8,) (the state of a model with another number of parameters?)"),
+    (lambda s: s.update(v=np.zeros(8, np.int32)), TypeError,
+     "Adam.load_state_dict: v has dtype int32, expected a floating-point dtype (float32)"),
+    (lambda s: s.update(m=[0.0] * 8), TypeError, "Adam.load_state_dict: m must be an array of shape (8,), got list"),
+    (lambda s: s.update(lr="0.01"), TypeError, "Adam.load_state_dict: lr must be a number, got '0.01'"),
+    (lambda s: s.update(lr=-1.0), ValueError, "Adam.load_state_dict: lr must be a finite number not below 0, got -1.0"),
+    (lambda s: s.update(step_count=-3), ValueError, "Adam.load_state_dict: step_count must not be negative, got -3"),
+    (lambda s: s.update(step_count=2.5), TypeError, "Adam.load_state_dict: step_count must be an integer, got 2.5"),
+])
+def test_adam_load_state_dict_refuses_a_wrong_state_and_changes_nothing(edit, exc, message):
+    opt = adam_after_two_steps()
+    state = adam_after_two_steps().state_dict()
+    state["lr"], state["step_count"] = 0.5, 9
+    edit(state)
+    before = optimizer_bytes(opt)
+    with raises(exc, message):
+        opt.load_state_dict(state)
+    assert optimizer_bytes(opt) == before
+
+
+def test_optimizer_load_state_dict_of_something_that_is_not_a_dict():
+    opt = adam_after_two_steps()
+    message = "SGD.load_state_dict expects a dict with keys ['lr', 'step_count', 'momentum_buffer'], got list"
+    with raises(TypeError, message):
+        optim.SGD(nn.Linear(3, 2).parameters()).load_state_dict([opt.lr])
+
+
+def test_optimizer_state_round_trips_through_zero_d_arrays():
+    """A checkpoint may give the scalars back as 0-d arrays or NumPy scalars."""
+    opt = adam_after_two_steps()
+    state = opt.state_dict()
+    state["lr"], state["step_count"] = np.array(0.25), np.int64(5)
+    fresh = optim.Adam(nn.Linear(3, 2).parameters())
+    fresh.load_state_dict(state)
+    assert (fresh.lr, fresh.step_count) == (0.25, 5) and fresh.m.tobytes() == opt.m.tobytes()
+
+
+def test_schedule_load_state_dict_refuses_a_wrong_state_and_changes_nothing():
+    opt = adam_after_two_steps()
+    sched = optim.StepDecay(opt, step_size=2)
+    sched.step()
+    before = (sched.count, sched.base_lr, opt.lr)
+    with raises(ValueError, "StepDecay.load_state_dict: missing keys ['count', 'base_lr']"):
+        sched.load_state_dict({})
+    with raises(ValueError, "StepDecay.load_state_dict: count must not be negative, got -1"):
+        sched.load_state_dict({"count": -1, "base_lr": 0.1})
+    assert (sched.count, sched.base_lr, opt.lr) == before
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="inputs on different devices need a GPU (CuPy and a CUDA device)")
 def test_inputs_on_different_devices():

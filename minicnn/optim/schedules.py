@@ -1,6 +1,8 @@
 """Learning-rate schedules: call step() once per epoch (InverseTimeDecay, StepDecay) or once per batch (OneCycle)."""
 import math
 
+from .optimizer import check_state_keys, non_negative_integer, non_negative_number
+
 
 class Schedule:
     def __init__(self, optimizer):
@@ -21,7 +23,12 @@ class Schedule:
         return {"count": self.count, "base_lr": self.base_lr}
 
     def load_state_dict(self, state):
-        self.count, self.base_lr = int(state["count"]), float(state["base_lr"])
+        """Restore count and base_lr from state_dict()'s output, both checked before either is set."""
+        who = f"{type(self).__name__}.load_state_dict"
+        check_state_keys(state, ("count", "base_lr"), who)
+        count = non_negative_integer(state["count"], "count", who)
+        base_lr = non_negative_number(state["base_lr"], "base_lr", who)
+        self.count, self.base_lr = count, base_lr
         self.optimizer.lr = self.lr_at(self.count)
 
 

@@ -517,6 +517,51 @@ def test_schedule_load_state_dict_refuses_a_wrong_state_and_changes_nothing():
     assert (sched.count, sched.base_lr, opt.lr) == before
 
 
+# ---- model presets: images of the size their head is built for ---------------------------------------------------
+
+def images(*shape):
+    return Tensor(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (29, 29), (28, 27)])
+def test_eip4_refuses_images_that_are_not_28x28(size):
+    """On 32x32 images eip4's 4x4 head leaves a 5x5 map, which Flatten turned into 90 logits without an error."""
+    with raises(ValueError, f"eip4 expects images of shape (N, 1, 28, 28), got (N, 1, {size[0]}, {size[1]})"):
+        eip4()(images(2, 1, *size))
+
+
+def test_eip4_refuses_images_with_three_channels_and_unbatched_images():
+    with raises(ValueError, "eip4 expects images of shape (N, 1, 28, 28), got (N, 3, 28, 28)"):
+        eip4()(images(2, 3, 28, 28))
+    with raises(ValueError, "eip4 expects input of shape (N, C, H, W), got a 3-D tensor of shape (1, 28, 28)"):
+        eip4()(images(1, 28, 28))
+
+
+@pytest.mark.parametrize("build, smallest", [(compact, 18), (tiny, 22)])
+def test_global_pool_presets_take_any_size_down_to_their_smallest(build, smallest):
+    """compact and tiny end in a global average pool: 10 logits whatever the image size, so they refuse
+    only what they cannot run: another channel count, or images too small for their last 3x3 convolution."""
+    model = build().eval()
+    name = build.__name__
+    with minicnn.no_grad():
+        assert model(images(2, 1, 32, 32)).shape == (2, 10)
+        assert model(images(2, 1, smallest, smallest + 5)).shape == (2, 10)
+    message = (f"{name} expects images of shape (N, 1, H, W) with H and W at least {smallest} "
+               f"(it is trained on 28x28), got (N, 1, {smallest - 1}, 28)")
+    with raises(ValueError, message):
+        model(images(2, 1, smallest - 1, 28))
+    with raises(ValueError, f"{name} expects images of shape (N, 1, H, W)"):
+        model(images(2, 3, 28, 28))
+
+
+def test_a_preset_rebuilt_over_its_layers_keeps_its_check():
+    model = eip4()
+    rebuilt = model.with_layers(model.children())
+    assert [id(m) for m in rebuilt] == [id(m) for m in model]
+    with raises(ValueError, "eip4 expects images of shape (N, 1, 28, 28), got (N, 1, 32, 32)"):
+        rebuilt(images(1, 1, 32, 32))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="inputs on different devices need a GPU (CuPy and a CUDA device)")
 def test_inputs_on_different_devices():

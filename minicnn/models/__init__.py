@@ -1,6 +1,7 @@
 """Model presets with their training recipes: the course's eip4 network, and smaller networks that beat it."""
 from .eip4 import eip4  # noqa: F401
 from .small import compact, tiny  # noqa: F401
+from .preset import Preset  # noqa: F401
 
 PRESETS = {"eip4": eip4, "compact": compact, "tiny": tiny}
 

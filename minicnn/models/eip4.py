@@ -4,6 +4,7 @@ Keras order after every 3x3 convolution: Conv -> ReLU -> BatchNorm -> Dropout(0.
 norm defaults (momentum 0.99 of the old value, eps 1e-3) are momentum=0.01, eps=1e-3 here.
 """
 from .. import nn
+from .preset import Preset
 
 KERAS_BN = dict(momentum=0.01, eps=1e-3)
 
@@ -14,7 +15,8 @@ def conv_block(c_in, c_out, dropout):
 
 
 def eip4(dropout=0.1):
-    return nn.Sequential(
+    """The network for (N, 1, 28, 28) images exactly: its 4x4 head leaves 1x1 only there (Preset says so otherwise)."""
+    return Preset("eip4", (1, 28, 28), [
         *conv_block(1, 16, dropout),                 # 26x26x16, RF 3
         *conv_block(16, 16, dropout),                # 24x24x16, RF 5
         nn.Conv2d(16, 10, 1), nn.ReLU(),             # 24x24x10: 1x1 mixes channels, no BN
@@ -26,4 +28,4 @@ def eip4(dropout=0.1):
         nn.Conv2d(16, 10, 4),                        # 1x1x10,   RF 28
         nn.BatchNorm2d(10, **KERAS_BN), nn.Dropout(dropout),
         nn.Flatten(),                                # logits (N, 10); softmax lives in the loss
-    )
+    ])

@@ -9,6 +9,7 @@ What buys accuracy per parameter here, compared with eip4:
   so the early layers stay narrow and the one max pool comes after two convolutions.
 """
 from .. import nn
+from .preset import Preset
 
 
 def conv_bn_relu(c_in, c_out, kernel_size=3, groups=1):
@@ -17,8 +18,9 @@ def conv_bn_relu(c_in, c_out, kernel_size=3, groups=1):
 
 
 def compact():
-    """7,768 parameters in Keras counting (7,604 trainable), receptive field 18 before the global pool."""
-    return nn.Sequential(
+    """7,768 parameters in Keras counting (7,604 trainable), receptive field 18 before the global pool.
+    Trained on 28x28 images; the global pool takes any size from 18x18 (below, the last 3x3 convolution has no room)."""
+    return Preset("compact", (1, 28, 28), [
         *conv_bn_relu(1, 10),                        # 26x26x10, RF 3
         *conv_bn_relu(10, 16),                       # 24x24x16, RF 5
         nn.MaxPool2d(2),                             # 12x12x16, RF 6, jump 2
@@ -28,7 +30,7 @@ def compact():
         *conv_bn_relu(16, 16),                       # 6x6x16,   RF 18
         nn.GlobalAvgPool2d(),                        # (N, 16)
         nn.Linear(16, 10),                           # logits (N, 10)
-    )
+    ], min_size=18)
 
 
 def separable(c):
@@ -45,8 +47,9 @@ def tiny():
     and, after the pool, four depthwise-separable blocks of 21 channels. The separable 24x24 layer costs 240
     weights where a full 8 -> 16 convolution costs 1,152; what it saves buys 21 channels instead of 16 for
     the four blocks (chosen on the validation split: README, "Beyond the course").
+    Trained on 28x28 images; the global pool takes any size from 22x22.
     """
-    return nn.Sequential(
+    return Preset("tiny", (1, 28, 28), [
         *conv_bn_relu(1, 8),                         # 26x26x8,  RF 3
         *conv_bn_relu(8, 8, groups=8),               # 24x24x8,  RF 5: a 3x3 filter per channel
         *conv_bn_relu(8, 21, kernel_size=1),         # 24x24x21: 1x1 mixes and widens
@@ -57,4 +60,4 @@ def tiny():
         *separable(21),                              # 4x4x21,   RF 22
         nn.GlobalAvgPool2d(),                        # (N, 21)
         nn.Linear(21, 10),                           # logits (N, 10)
-    )
+    ], min_size=22)

@@ -567,3 +567,28 @@ def test_a_preset_rebuilt_over_its_layers_keeps_its_check():
 def test_inputs_on_different_devices():
     with raises(RuntimeError, "Add: expected all tensors on the same device, got input 0 on cpu, input 1 on gpu"):
         F.add(t(3), t(3).to("gpu"))
+
+
+# ---- the kernel-backed ops take float32 and float64 only; the fusion pass keeps a preset's input check ------------
+
+@pytest.mark.parametrize("op, call", [
+    ("relu", lambda x: F.relu(x)),
+    ("dropout", lambda x: F.dropout(x, 0.5)),
+    ("cross_entropy", lambda x: F.cross_entropy(x.reshape(2, 3), np.array([0, 1]))),
+])
+def test_kernel_backed_ops_refuse_float16_in_one_line(op, call):
+    with raises(TypeError, f"{op} supports float32 and float64, got float16"):
+        call(Tensor(np.ones(6, np.float16)))
+
+
+def test_conv2d_weight_as_a_list_is_one_type_error():
+    with raises(TypeError, "conv2d expects a Tensor or an array as weight, got list"):
+        F.conv2d(t(1, 1, 4, 4), [[1.0]])
+
+
+def test_a_fused_preset_still_checks_its_images():
+    from minicnn import nn
+    from minicnn.models import get_model
+    run = nn.fuse(get_model("eip4"))
+    with raises(ValueError, "eip4 expects images of shape (N, 1, 28, 28), got (N, 1, 32, 32)"):
+        run(t(2, 1, 32, 32))

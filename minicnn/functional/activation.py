@@ -1,6 +1,7 @@
 """Activation functions and the log-softmax, each with its derivative written next to it."""
 from ..autograd import Function
 from ..backend import get_array_module, kernels_for
+from .checks import check_input
 
 
 class ReLU(Function):
@@ -55,7 +56,11 @@ class LogSoftmax(Function):
         return gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
 
 
-def relu(x): return ReLU()(x)
+def relu(x):
+    check_input(x, "relu", ndim=None)   # float32 or float64: what the kernels take
+    return ReLU()(x)
+
+
 def sigmoid(x): return Sigmoid()(x)
 def tanh(x): return Tanh()(x)
 def log_softmax(x, axis=-1): return LogSoftmax(axis)(x)

@@ -14,7 +14,7 @@ import numpy as np
 from .. import config
 from ..autograd import Function
 from ..backend import get_array_module, kernels_for
-from .checks import check_float_4d, non_negative_pair, positive_pair
+from .checks import check_float_4d, check_input, non_negative_pair, positive_pair
 
 
 def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
@@ -103,9 +103,12 @@ def conv2d_algorithm(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1
 
 def check_conv2d_args(x, w, b, stride, padding, dilation, groups):
     """Validate conv2d's arguments up front; returns (stride, padding, dilation) as pairs."""
-    check_float_4d(x, "input", "conv2d")
+    x = check_input(x, "conv2d")
+    w = check_input(w, "conv2d", None, "weight")
     if w.ndim != 4:
         raise ValueError(f"conv2d expects a weight of shape (OC, C/groups, KH, KW), got shape {tuple(w.shape)}")
+    if b is not None:
+        b = check_input(b, "conv2d", None, "bias")
     if w.dtype != x.dtype:
         raise TypeError(f"conv2d: input dtype {x.dtype} and weight dtype {w.dtype} differ")
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
@@ -161,7 +164,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
 
     padding: an int, a pair, "valid" (no padding) or "same" (stride 1: the output is H x W; an even kernel
     pads one more row and column after than before, as PyTorch does)."""
-    padding, (drop_h, drop_w) = resolve_padding(padding, getattr(w, "shape", ()), stride, dilation)
+    padding, (drop_h, drop_w) = resolve_padding(padding, check_input(w, "conv2d", None, "weight").shape, stride, dilation)
     stride, padding, dilation = check_conv2d_args(x, w, b, stride, padding, dilation, groups)
     f = Conv2d(stride, padding, dilation, groups)
     y = f(x, w) if b is None else f(x, w, b)

@@ -2,6 +2,7 @@
 from ..autograd import Function
 from ..backend import kernels_for
 from .. import random as mrandom
+from .checks import check_input
 
 
 class Dropout(Function):
@@ -26,6 +27,7 @@ def dropout(x, p=0.5, training=True, generator=None):
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+    check_input(x, "dropout", ndim=None)   # float32 or float64: what the kernels take
     if not training or p == 0.0:
         return x
     gen = generator if generator is not None else mrandom.default_generator()

@@ -2,6 +2,7 @@
 from ..autograd import Function
 from ..backend import get_array_module, kernels_for
 from ..tensor import Tensor
+from .checks import check_input
 
 
 class CrossEntropy(Function):
@@ -32,6 +33,7 @@ def cross_entropy(logits, target, reduction="mean"):
     xp = get_array_module(t)
     if not isinstance(t, xp.ndarray):
         t = xp.asarray(t)
+    check_input(logits, "cross_entropy", None, "logits")
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy expects logits of shape (N, K), got shape {tuple(logits.shape)}")
     if t.ndim != 1 or t.shape[0] != logits.shape[0]:

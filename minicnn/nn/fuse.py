@@ -57,4 +57,5 @@ def fuse(model):
         else:
             out.append(fuse(layers[i]))
             i += 1
-    return Sequential(*out)
+    rebuild = getattr(model, "with_layers", None)   # a Sequential subclass that keeps its own checks (models.Preset)
+    return rebuild(out) if rebuild is not None else Sequential(*out)

@@ -70,12 +70,10 @@ class BatchNorm2d(Module):
         self.register_buffer("running_mean", np.zeros(num_features, np.float32))
         self.register_buffer("running_var", np.ones(num_features, np.float32))
 
-    def forward(self, x, relu=False, dropout=None):
-        """relu=True: normalise relu(x); dropout: a Dropout layer to apply to the result (see F.batch_norm)."""
+    def forward(self, x):
+        """Batch norm of x (a ReLU before it and a Dropout after it run fused with it through nn.fuse)."""
         return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                            self.training, self.momentum, self.eps, relu=relu,
-                            dropout=dropout.p if dropout is not None else 0.0,
-                            generator=dropout.generator if dropout is not None else None)
+                            self.training, self.momentum, self.eps)
 
     def extra_repr(self):
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"

@@ -19,8 +19,9 @@ The loop over j is elementwise (L independent chains of additions, which LLVM ve
 licence to reorder: no fastmath), and it reads four images per pass over the row, so the partial sums
 are loaded and stored once per four additions -- the same additions in the same order as one image per
 pass. So the bits of every sum depend on the values alone: not on the thread count, not on the vector
-width of the machine, not on the ReLU in front (fused or apart: tests/test_norm.py and
-tests/test_determinism.py check both, `pytest tests/test_norm.py tests/test_determinism.py`).
+width of the machine, not on whether the ReLU in front is fused (`pytest tests/test_norm.py -k "order or
+fused"` checks the order and the fused ReLU, `pytest tests/test_determinism.py -k batch_norm` one thread
+against two).
 Parallel over channels for the sums, over (n, c) planes (flattened: one loop of H*W) for the
 elementwise passes.
 With `relu` set the layer normalises relu(x) instead of x -- a ReLU fused in front, which saves its

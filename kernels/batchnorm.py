@@ -168,7 +168,8 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     invstd = 1.0 / np.sqrt(var + eps)
     y = np.empty_like(x)
     _affine(x, mean, invstd * gamma, beta.astype(np.float64), y, True if relu else None)
-    mean, var = mean.astype(x.dtype), var.astype(x.dtype)
+    with np.errstate(over="ignore"):   # statistics past float32's range become inf, as float32 arithmetic would give
+        mean, var, invstd = mean.astype(x.dtype), var.astype(x.dtype), invstd.astype(x.dtype)
     if running_mean is not None:
         M = N * H * W
         running_mean *= 1 - momentum
@@ -177,7 +178,7 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
         running_var += momentum * var * (M / max(M - 1, 1))
     if dropout_p > 0:
         y = dropout_apply(y, dropout_p, dropout_key)
-    return y, mean, var, invstd.astype(x.dtype)
+    return y, mean, var, invstd
 
 
 def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False, dropout_p=0.0, dropout_key=0):

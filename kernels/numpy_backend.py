@@ -218,8 +218,9 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     var = ((v - mean.reshape(1, C, 1, 1)) ** 2).mean(axis=(0, 2, 3))
     invstd = 1.0 / np.sqrt(var + eps)
     scale = (invstd * gamma).reshape(1, C, 1, 1)
-    y = ((v - mean.reshape(1, C, 1, 1)) * scale + beta.astype(np.float64).reshape(1, C, 1, 1)).astype(x.dtype)
-    mean, var = mean.astype(x.dtype), var.astype(x.dtype)
+    with np.errstate(over="ignore"):   # statistics past float32's range become inf, as float32 arithmetic would give
+        y = ((v - mean.reshape(1, C, 1, 1)) * scale + beta.astype(np.float64).reshape(1, C, 1, 1)).astype(x.dtype)
+        mean, var = mean.astype(x.dtype), var.astype(x.dtype)
     if running_mean is not None:
         M = N * H * W
         running_mean *= 1 - momentum

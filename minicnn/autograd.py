@@ -159,7 +159,7 @@ def _held_only_here(g):
     """True when g owns its memory and the only references to it are backward's loop variable, _accumulate's argument,
     this function's argument and getrefcount's: no view of it, no other tensor's gradient, not the caller's `grad`.
     Such a gradient (a Function's fresh output) can become .grad without a copy: on eip4's 26x26 layer, with x a
-    leaf as in benchmarks/conv_bench.py, the copy of gx was a tenth of the backward (session 11)."""
+    leaf as in benchmarks/conv_bench.py, the copy of gx was a tenth of the backward."""
     return g.base is None and sys.getrefcount(g) <= 4
 
 

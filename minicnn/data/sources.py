@@ -266,7 +266,7 @@ class UrlSource(Source):
 
 
 def _kill_process_group(process):
-    """Kill `process` and everything it started (it leads its own session; elsewhere just `process`)."""
+    """Kill `process` and everything it started (it leads its own process group on POSIX; elsewhere just `process`)."""
     try:
         if os.name == "posix":
             os.killpg(process.pid, signal.SIGKILL)
@@ -278,7 +278,7 @@ def _kill_process_group(process):
 
 def run_with_deadline(command, cwd, timeout):
     """Run `command` and return (returncode, stdout, stderr); past `timeout` seconds, kill it and its
-    children and raise TimeoutError. Its own session keeps Ctrl-C from reaching it: we kill it then too."""
+    children and raise TimeoutError. Its own process group keeps Ctrl-C from reaching it: we kill it then too."""
     process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
                                start_new_session=os.name == "posix")

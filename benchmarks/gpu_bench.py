@@ -13,20 +13,28 @@ For every contender two numbers are printed:
                 kernels, CuPy compiles its elementwise/reduction kernels, cuBLAS/cuDNN initialise;
   epoch         the steady state: median over --repeats runs of --steps steps, scaled to 469 steps. The
                 runs are INTERLEAVED: each round times every contender once, in turn, so a slow spell of
-                the machine (seen on the lent GPU machines: the first contender of a run took 1.5x
-                longer than the same code timed later) falls on all of them alike.
+                the machine (on a shared host the first contender of a run can take 1.5x as long as the
+                same code timed later) falls on all of them alike.
 
 Contenders:
-  minicnn eager       the library as the examples use it (one Python call per op, CuPy launches);
+  minicnn eager       the library as the examples use it (one Python call per op, CuPy launches), trained
+                      through nn.fuse(model) as minicnn.training.Trainer trains: ReLU -> BatchNorm2d ->
+                      Dropout as one operation; the default configuration (config gemm="gemm": products by
+                      kernels/gemm.cu; fuse=True);
+  --variants          two more eager contenders: "cupy.matmul" under config.using(gemm="cupy") (every product
+                      through cupy.matmul, i.e. cuBLAS) and "layers unfused" under config.using(fuse=False)
+                      (ReLU, BatchNorm2d and Dropout as separate operations);
   minicnn CUDA graph  training as `examples/mnist.py --device gpu` does by default (--cuda-graph): forward and
-                      backward captured once (minicnn/cuda_graph.py: CuPy stream capture, GEMMs by
-                      kernels/gemm.cu since CuPy cannot capture cuBLAS) and replayed with graph.launch();
+                      backward of the fused model captured once (minicnn/cuda_graph.py: CuPy stream capture,
+                      GEMMs by kernels/gemm.cu since CuPy cannot capture cuBLAS), replayed with graph.launch();
                       the batch is copied into static input buffers and the step's dropout keys into
                       device slots before each replay; Adam's update runs eagerly after it. The same
                       arithmetic as eager steps. Reported only when the capture works (else the reason);
   torch eager         the same network in PyTorch (default settings), when torch with CUDA is installed.
 
-Needs CuPy and a CUDA device; prints the device, the versions, and the reason for anything skipped.
+Columns: "first epoch (s)" and "epoch (s)" as above; "ms/step" the steady step; "vs torch" ms/step over
+torch eager's. Needs CuPy and a CUDA device (without one it says why and exits with status 2); prints the
+device, the versions, and the reason for anything skipped.
 """
 import argparse
 import os
@@ -43,7 +51,7 @@ import numpy as np  # noqa: E402
 import minicnn  # noqa: E402
 import minicnn.backend as backend  # noqa: E402
 import minicnn.functional as F  # noqa: E402
-from minicnn import Tensor, optim  # noqa: E402
+from minicnn import Tensor, config, nn, optim  # noqa: E402
 from minicnn.models import eip4  # noqa: E402
 
 IMAGES, BATCH = 60_000, 128
@@ -61,8 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph capture")
     p.add_argument("--breakdown", action="store_true", help="host time per op of one eager minicnn step")
     p.add_argument("--variants", action="store_true",
-                   help="also time the eager step with every product through cupy.matmul (cuBLAS) instead of "
-                        "gemm.cu (kernels/gpu.py matmul_route), and with ReLU, batch norm and dropout unfused")
+                   help="also time the eager step under config gemm=\"cupy\" (every product through cupy.matmul, "
+                        "i.e. cuBLAS, instead of gemm.cu) and under config fuse=False (ReLU, batch norm and "
+                        "dropout as separate operations)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -119,9 +128,11 @@ def first_epoch(run_steps, args, sync, extra_seconds=0.0):
 
 # ---- minicnn -------------------------------------------------------------------------------------------
 def minicnn_model(seed):
+    """(run, opt): eip4 on the GPU as the Trainer trains it, through nn.fuse(model) (the same layers and
+    parameters, ReLU -> BatchNorm2d -> Dropout as one operation while config fuse is on), and its Adam."""
     minicnn.manual_seed(seed)
     model = eip4(dropout=0.1).to("gpu")
-    return model, optim.Adam(model.parameters(), lr=LR, eps=EPS)
+    return nn.fuse(model), optim.Adam(model.parameters(), lr=LR, eps=EPS)
 
 
 def minicnn_forward_backward(model, opt, xb, yb):
@@ -139,22 +150,16 @@ def minicnn_step(model, opt, xb, yb):
     return loss
 
 
-def bench_minicnn(x, y, args, fuse=True, route=None):
-    """(first epoch seconds, run(offset, n), sync, note) of eager minicnn steps. fuse=False: ReLU, BatchNorm2d
-    and Dropout as separate operations (nn.Sequential.fuse); route: the products' route while this contender
-    runs (kernels/gpu.py matmul_route; "cupy": cupy.matmul, i.e. cuBLAS, instead of the default gemm.cu)."""
-    from minicnn.kernels import gpu as kernels_gpu
+def bench_minicnn(x, y, args, **changes):
+    """(first epoch seconds, run(offset, n), sync, note) of eager minicnn steps, every step under
+    config.using(**changes): e.g. gemm="cupy" (products through cupy.matmul, i.e. cuBLAS, instead of gemm.cu)
+    or fuse=False (ReLU, BatchNorm2d and Dropout as separate operations)."""
     model, opt = minicnn_model(args.seed)
-    model.fuse = fuse
 
     def run(offset, n, batches=full_batch):
-        old = kernels_gpu.matmul_route
-        kernels_gpu.matmul_route = route or old
-        try:
+        with config.using(**changes):
             for i in range(offset, offset + n):
                 minicnn_step(model, opt, *batches(x, y, i))
-        finally:
-            kernels_gpu.matmul_route = old
     first = first_epoch(lambda o, n: run(o, n, batch), args, synchronize)
     return first, run, synchronize, None
 
@@ -252,9 +257,8 @@ def main(argv=None):
     print(f"timing  first epoch = one cold full epoch; epoch = median of {args.repeats} x {args.steps} steps, "
           f"scaled to {STEPS_PER_EPOCH} steps; the {args.repeats} rounds interleave the contenders")
 
-    from minicnn.kernels import gpu as kernels_gpu
     t0 = time.perf_counter()
-    kernels_gpu.compile_all()
+    backend.kernels_for_device("gpu").compile_all()
     synchronize()
     print(f"kernels NVRTC compile of kernels/*.cu (CuPy's disk cache may already hold them): "
           f"{time.perf_counter() - t0:.2f}s")
@@ -278,7 +282,7 @@ def main(argv=None):
 
     attempt(EAGER, lambda: bench_minicnn(x, y, args))
     if args.variants:
-        attempt("minicnn eager, cupy.matmul", lambda: bench_minicnn(x, y, args, route="cupy"))
+        attempt("minicnn eager, cupy.matmul", lambda: bench_minicnn(x, y, args, gemm="cupy"))
         attempt("minicnn eager, layers unfused", lambda: bench_minicnn(x, y, args, fuse=False))
     if args.no_graph:
         notes.append("minicnn CUDA graph: skipped (--no-graph)")

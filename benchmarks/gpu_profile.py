@@ -1,12 +1,19 @@
 """Where one eip4 training step spends its time on the GPU: kernel by kernel (GPU time), and Python by function.
 
-    PYTHONPATH=. python benchmarks/gpu_profile.py [--steps 5] [--batch 128]
+    python benchmarks/gpu_profile.py [--steps 5] [--batch 128] [--top 30]
+    python benchmarks/gpu_profile.py --gemm cupy --no-fuse     # products by cuBLAS, layers unfused
+
+The model trains as gpu_bench.py's "minicnn eager" contender does: eip4 through nn.fuse(model), Adam, under
+the default configuration or the one --gemm and --fuse/--no-fuse choose (config.using(gemm=..., fuse=...)).
 
 1. GPU time per kernel: PyTorch's profiler (CUPTI traces every kernel of the process, CuPy's included)
-   over `--steps` eager steps, then over as many replays of the captured step; the table gives each
-   kernel's calls and microseconds per step. Needs torch with CUDA (skipped, saying so, without it).
-2. Host time: cProfile over the eager steps, the functions with the most time of their own.
-Synthetic data (uniform images, random labels), like gpu_bench.py.
+   over `--steps` eager steps, then over as many replays of the captured step (Adam eager after each).
+   Columns: "us/step" the kernel's GPU microseconds per step, "calls" its launches per step, "kernel" its
+   name; the TOTAL row sums them. Needs torch with CUDA (skipped, saying so, without it).
+2. Host time: cProfile over the eager steps, the functions with the most time of their own (pstats columns:
+   ncalls, tottime = own seconds, percall, cumtime = seconds including callees, percall).
+Synthetic data (uniform images, random labels), like gpu_bench.py. Needs CuPy and a CUDA device (without one
+it says why and exits with status 2).
 """
 import argparse
 import cProfile
@@ -21,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import minicnn.backend as backend  # noqa: E402
+from minicnn import config  # noqa: E402
 from gpu_bench import minicnn_forward_backward, minicnn_model, minicnn_step, synchronize  # noqa: E402
 
 
@@ -43,12 +51,22 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--gemm", default="gemm", choices=config.GEMM_ROUTES,
+                   help="GPU matrix products: gemm (gemm.cu, the default) or cupy (cupy.matmul, i.e. cuBLAS)")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="ReLU -> BatchNorm2d -> Dropout as one operation (default on)")
     args = p.parse_args()
+    with config.using(gemm=args.gemm, fuse=args.fuse):
+        return profile_steps(args)
+
+
+def profile_steps(args):
     reason = backend.gpu_unavailable_reason()
     if reason:
         print(f"gpu_profile: no GPU: {reason}")
         return 2
     cp = backend.cupy_module()
+    print(f"configuration: gemm={config.current().gemm}, fuse={config.current().fuse}")
     rng = cp.random.default_rng(0)
     x = rng.random((args.batch, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, args.batch).astype(np.int64)

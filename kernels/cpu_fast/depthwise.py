@@ -18,13 +18,13 @@ image gradient scatters instead of gathering: every gy value adds w * gy into a 
 x KW window, in a fixed order, and the padding is cropped at the end.
 
 On `tiny` (batch 64, 2 threads) its five depthwise layers took 24 of the 37 ms of a training step
-through im2col (benchmarks/README.md, session 9).
+through im2col (benchmarks/README.md).
 """
 import numba
 import numpy as np
 from numba import njit, prange
 
-u = numba.uint64   # unsigned flat indices, as in conv_direct.py's copies
+u = numba.uint64   # unsigned flat indices, as in direct.py's copies
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -3,9 +3,9 @@
     python -m minicnn.kernels.cpu_fast.generate            # rewrite kernels/cpu_fast/generated/*.py
     python -m minicnn.kernels.cpu_fast.generate --check    # exit 1, naming the files, if any differs (CI)
 
-Numba caches a compiled kernel on disk and checks only the timestamp of the file that defines it. The chunk
-loops that call a tile live in the same file as the tile's generator (direct.py, lanes.py, direct_grad.py),
-so a change that regenerates a tile edits that file too and invalidates the loops' cache entries.
+Numba caches a compiled kernel on disk and checks only the file that defines it. A regenerated tile is a new
+text in generated/, so its cache entry is compiled again; the chunk loops call the tiles by address
+(simd.KernelAddress) and hold none of their code, so theirs stay valid.
 """
 import argparse
 import os

@@ -1,4 +1,4 @@
-"""Batch parallelism on the CPU: split N images into cache-sized chunks and run the chunks on a pool of threads.
+"""Batch parallelism on the CPU: split N images into cache-sized chunks and run the chunks on threads.
 
 A convolution's column matrix for the whole batch is large (eip4's second layer: 144 x 73,728 floats,
 42 MB), and every pass over it is paid in memory bandwidth. Cut the batch into chunks whose column
@@ -6,22 +6,38 @@ matrix fits in the cache (CACHE_BYTES), and im2col, the matrix product and col2i
 all run from the cache. The chunks are independent, so threads take them in parallel: the Numba
 kernels release the GIL and BLAS runs single-threaded inside each of them (minicnn/__init__.py sets
 OPENBLAS_NUM_THREADS=1 unless you set it), so the two kinds of threads never fight over the cores.
-Results come back in chunk order, so sums over chunks are deterministic.
+
+The same numbers on any thread count. The weight and bias gradients are sums over the batch: each chunk
+sums its images, then the chunks' parts are added in chunk order (`sum_in_order`). Floating-point
+addition is not associative, so the bits depend on where the chunks are cut; the cuts therefore depend
+only on the batch (N and the bytes per image), never on the thread count (`chunk_size`): a run on 1, 2
+or 8 threads gives the same bits. The number of chunks is a multiple of SHARES = 8 where the batch
+allows, so 1, 2, 4 or 8 threads get equal shares; the small layers, which one chunk per thread would
+cover, pay a few more chunk starts (eip4, batch 128, 2 threads: a training step within noise, see
+kernels/cpu_fast/__init__.py).
 
 Handing a chunk to a Python thread costs tens of microseconds (65 us for two empty chunks on the reference
 machine), and the Python between the kernel calls of each chunk holds the GIL: on small layers that ate
-the second thread's gain. The direct convolution (conv_direct.py, conv_direct_grad.py, conv_lanes.py)
-therefore runs its chunks inside one Numba call, on Numba's own threads (`prange` over chunks, 13 us to
-start); `images_per_chunk` sizes those chunks. Numba caches such a chunk loop on disk with the tiles it
-calls linked in, and checks only the timestamp of the loop's own file: the generated tile files
-(conv_tile.py, conv_lanes_tile.py, conv_grad_tile.py) are written by generators that live in those same
-files, so regenerating a tile goes with an edit there, which invalidates the cached loops. One loop links a tile
-of another file: conv_direct_grad.py's `grads_chunks` calls conv_direct.py's tile (the image gradient); after
-regenerating conv_tile.py, delete kernels/__pycache__ (or touch conv_direct_grad.py).
+the second thread's gain. The direct convolution (direct.py, direct_grad.py, lanes.py) therefore runs its
+chunks inside one Numba call, on Numba's own threads: `run_chunks(chunk, count, args)` calls the Numba
+kernel chunk(k, args) for every chunk k from `each_chunk`, a `prange` loop. Both the chunk kernel and the
+tiles it runs travel by address (simd.KernelAddress), so `each_chunk` is a few lines of machine code,
+compiled once per argument types, and no kernel is compiled twice inside another: a `prange` loop's body
+is compiled as a function of its own and then again inside the loop's, with every kernel it calls linked
+in (eip4's backward chunk loop took 14 s to compile that way; its chunk kernel takes 2.4 s, one core).
+The small helpers a chunk kernel calls (image_rows, unrows, grad_rows, run_tile, crop_add_bias) are
+inlined into it (`inline='always'`): compiled once, there, not once alone and again where they are called.
+Numba caches a chunk kernel on disk and checks only its own file, so after editing a helper in another
+file, delete that folder's __pycache__ (or NUMBA_CACHE_DIR).
 """
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
+import numpy as np
+from numba import njit, prange
+
+from .simd import KernelAddress
 
 # 4 MB: about a core's share of this machine's last-level cache. Measured in one process on eip4's second
 # layer (forward + backward, batch 128, 2 threads, 15 interleaved repeats): 1 MB chunks (2 images) 23.5 ms,
@@ -30,25 +46,28 @@ CACHE_BYTES = 4 << 20
 # 1 MB: half a core's L2 cache on the reference machine (2 MB). A chunk of the direct convolution walks its
 # images 3 to 4 times (gy laid out as rows, the tile, the copy back): eip4's second layer, one thread, per
 # chunk of 2 / 4 / 8 / 16 / 32 / 64 images, image gradient 6.6 / 5.4 / 5.2 / 5.1 / 6.0 / 6.0 ms, weight
-# gradient 5.6 / 4.3 / 4.0 / 4.0 / 5.0 / 5.1 ms (medians, interleaved; scratch measurement, session 9).
+# gradient 5.6 / 4.3 / 4.0 / 4.0 / 5.0 / 5.1 ms (medians, interleaved).
 CHUNK_BYTES = 1 << 20
+SHARES = 8   # the number of chunks is a multiple of SHARES where N allows: equal shares for 1, 2, 4 or 8 threads
 _pool = None
 
 
-def batch_chunks(N, bytes_per_image):
-    """[(n0, n1), ...] covering range(N): chunks of about CACHE_BYTES, and at least one per thread."""
-    per_chunk = max(1, CACHE_BYTES // max(1, bytes_per_image))
-    per_chunk = min(per_chunk, max(1, -(-N // numba.get_num_threads())))
-    return chunks_of(N, per_chunk)
+def chunk_size(N, bytes_per_image, chunk_bytes):
+    """Images per chunk: chunks of about chunk_bytes, as many as a multiple of SHARES (at most N). A function of the
+    batch alone, not of the thread count: the chunks' partial sums, and so the results, are the same on any."""
+    per_cache = max(1, chunk_bytes // max(1, bytes_per_image))
+    chunks = SHARES * -(-N // (per_cache * SHARES))
+    return max(1, -(-N // chunks))
 
 
 def images_per_chunk(N, bytes_per_image):
-    """Images per chunk for a kernel whose chunks run on Numba's threads (prange): chunks of about CHUNK_BYTES,
-    as many as a multiple of the thread count (prange gives every thread an equal share of the chunks)."""
-    threads = numba.get_num_threads()
-    per_cache = max(1, CHUNK_BYTES // max(1, bytes_per_image))
-    chunks = threads * -(-N // (per_cache * threads))
-    return max(1, -(-N // chunks))
+    """Images per chunk for a kernel whose chunks run on Numba's threads (run_chunks): chunks of about CHUNK_BYTES."""
+    return chunk_size(N, bytes_per_image, CHUNK_BYTES)
+
+
+def batch_chunks(N, bytes_per_image):
+    """[(n0, n1), ...] covering range(N): chunks of about CACHE_BYTES, for map_chunks."""
+    return chunks_of(N, chunk_size(N, bytes_per_image, CACHE_BYTES))
 
 
 def chunks_of(N, per_chunk):
@@ -67,7 +86,7 @@ def in_order(fn, chunks):
 
 
 def map_chunks(fn, chunks):
-    """[fn(n0, n1) for each chunk], computed by up to numba.get_num_threads() threads, in chunk order."""
+    """[fn(n0, n1) for each chunk], computed by up to numba.get_num_threads() Python threads, in chunk order."""
     global _pool
     threads = numba.get_num_threads()
     if threads == 1 or len(chunks) == 1:
@@ -76,6 +95,51 @@ def map_chunks(fn, chunks):
         single_threaded_blas()
         _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="minicnn")
     return list(_pool.map(lambda c: fn(*c), chunks))
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def each_chunk(chunk, count, args):
+    """chunk(k, args) for every k < count, on Numba's threads (prange gives each thread an equal run of k)."""
+    for k in prange(count):
+        chunk(np.int64(k), args)
+
+
+_chunk_kernels = {}
+_chunk_lock = threading.Lock()
+
+
+def run_chunks(chunk, count, args):
+    """Run the Numba kernel chunk(k, args) for k = 0 .. count-1 on Numba's threads, in one call. args is a tuple of
+    arrays and numbers, the tiles (KernelAddress) last: Numba warns that first-class functions are experimental
+    whenever it types a tuple that starts with one. chunk is compiled (or loaded from Numba's cache) for the
+    types on first use and called by address.
+
+    each_chunk is called through its compiled entry point, not its dispatcher: the dispatcher would type the
+    tuple and its tiles in Python at every call (about 300 us; the entry point only unboxes them, about 35 us)."""
+    key = (chunk,) + tuple(map(_kind, args))
+    compiled = _chunk_kernels.get(key)
+    if compiled is None:
+        with _chunk_lock:
+            if key not in _chunk_kernels:
+                types = (numba.int64, numba.typeof(args))
+                chunk.compile(types)
+                address = KernelAddress(chunk, numba.types.none(*types))
+                each_types = (numba.typeof(address), numba.int64, types[1])
+                each_chunk.compile(each_types)
+                _chunk_kernels[key] = address, each_chunk.overloads[each_types].entry_point
+            compiled = _chunk_kernels[key]
+    address, each = compiled
+    each(address, count, args)
+
+
+def _kind(value):
+    """What Numba's type of one of run_chunks' arguments depends on, found in a microsecond (numba.typeof takes 30):
+    an array's dtype, dimensions, layout and flags; a tile itself (compile_once gives one object per tile); else
+    the Python type."""
+    if isinstance(value, np.ndarray):
+        flags = value.flags
+        return value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned
+    return value if isinstance(value, KernelAddress) else type(value)
 
 
 def sum_in_order(parts):

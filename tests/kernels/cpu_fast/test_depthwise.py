@@ -1,13 +1,13 @@
-"""Depthwise convolution (kernels/conv_depthwise.py) against the definition: the kernels on their own, and the engine's
-routing of groups = C = OC layers to them (other grouped layers keep the columns)."""
+"""Depthwise convolution (kernels/cpu_fast/depthwise.py) against the definition: the kernels on their own, and the
+engine's routing of groups = C = OC layers to them (other grouped layers keep the columns)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import minicnn.functional as F
-from minicnn.kernels.cpu_fast import depthwise as conv_depthwise
+from minicnn import config
+from minicnn.kernels.cpu_fast import depthwise as conv_depthwise, plan
 from conv_cases import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, reference_grads, run_conv
-from test_direct import cpu_kernels_or_skip
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -68,33 +68,42 @@ def test_wrong_shapes_are_refused_with_the_values_named():
         conv_depthwise.conv2d_depthwise_grads(np.zeros((1, 1, 5, 5)), np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 3, 3)), 0, 0)
 
 
+def spy(monkeypatch, names):
+    """Record the names of the calls to plan.<name> (still made) in the returned list."""
+    calls = []
+    for name in names:
+        real = getattr(plan, name)
+        monkeypatch.setattr(plan, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    return calls
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("padding, bias", [(0, True), (1, False)])
 def test_engine_sends_depthwise_layers_to_the_kernels(dtype, padding, bias, monkeypatch, rng):
-    """groups = C = OC, stride 1: forward and backward through conv_depthwise, every result against the definition."""
-    cpu = cpu_kernels_or_skip()
-    calls = []
-    for name in ("conv2d_depthwise", "conv2d_depthwise_grads"):
-        real = getattr(cpu, name)
-        monkeypatch.setattr(cpu, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    """groups = C = OC, stride 1: forward and backward through depthwise.py, every result against the definition."""
+    calls = spy(monkeypatch, ("conv2d_depthwise", "conv2d_depthwise_grads"))
     x = rng.standard_normal((3, 5, 8, 7)).astype(dtype)
     w = rng.standard_normal((5, 1, 3, 3)).astype(dtype)
     b = rng.standard_normal(5).astype(dtype) if bias else None
     kw = dict(stride=(1, 1), padding=(padding, padding), dilation=(1, 1), groups=5)
-    y, gy, gx, gw, gb = run_conv(x, w, b, dict(padding=padding, groups=5))
+    with config.using(kernels="numba", conv="auto"):
+        assert F.conv2d_algorithm(x.shape, w.shape, padding=padding, groups=5, dtype=dtype) == "depthwise"
+        y, gy, gx, gw, gb = run_conv(x, w, b, dict(padding=padding, groups=5))
     assert calls == ["conv2d_depthwise", "conv2d_depthwise_grads"]
     rtol, atol = (RTOL_F64, ATOL_F64) if dtype == np.float64 else (RTOL_F32, ATOL_F32)
     assert_matches_the_definition(x, w, b, y, gy, gx, gw, gb, kw, rtol, atol)
 
 
-@pytest.mark.parametrize("OC, stride, dilation", [(10, 1, 1), (5, 2, 1), (5, 1, 2)])
-def test_other_grouped_layers_keep_the_columns(OC, stride, dilation, monkeypatch, rng):
-    """Two filters per channel (OC = 2C), stride 2 or dilation 2: im2col + one product per group, still right."""
-    cpu = cpu_kernels_or_skip()
-    calls = []
-    monkeypatch.setattr(cpu, "conv2d_depthwise", lambda *a, **k: calls.append(1))
+@pytest.mark.parametrize("OC, stride, dilation, algorithm", [(10, 1, 1, "wide"), (5, 2, 1, "im2col"),
+                                                             (5, 1, 2, "im2col")])
+def test_other_grouped_layers_keep_the_columns(OC, stride, dilation, algorithm, monkeypatch, rng):
+    """Two filters per channel (OC = 2C: the wide grid's columns, a product per group), stride 2 or dilation 2 (the
+    lesson path): never the depthwise kernels, still right."""
+    calls = spy(monkeypatch, ("conv2d_depthwise", "conv2d_depthwise_grads"))
     x, w = rng.standard_normal((2, 5, 9, 9)), rng.standard_normal((OC, 1, 3, 3))
     kw = dict(stride=(stride, stride), padding=(0, 0), dilation=(dilation, dilation), groups=5)
-    y, gy, gx, gw, _ = run_conv(x, w, None, kw)
+    with config.using(kernels="numba", conv="auto"):
+        assert F.conv2d_algorithm(x.shape, w.shape, dtype=x.dtype, **kw) == algorithm
+        y, gy, gx, gw, _ = run_conv(x, w, None, kw)
     assert calls == []
     assert_matches_the_definition(x, w, None, y, gy, gx, gw, None, kw)

@@ -1,9 +1,10 @@
-"""The direct convolution (kernels/conv_direct.py) against conv2d_reference: the plain loop, the register tiles, the
-batch laid end to end for small images, and the engine's use of it for forward (backward: test_conv_direct_grad.py).
+"""The direct convolution (kernels/cpu_fast/direct.py) against conv2d_reference: the plain loop, the register tiles of
+every CPU, the batch laid end to end for small images, the output channels as lanes (lanes.py), and the engine's use
+of it for forward (backward: test_direct_grad.py).
 
 A tile computes the last block of channels and the last tile of positions twice where they overlap the
-previous ones, so the shapes drawn here include channel counts that are not multiples of 8 and wide
-grids that are not multiples of 16 or 32.
+previous ones, so the shapes drawn here include channel counts that are not multiples of a tile's and
+wide grids that are not multiples of 32.
 """
 import numba
 import numpy as np
@@ -11,9 +12,10 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import minicnn.functional as F
-from minicnn.kernels.cpu_fast import direct as conv_direct, lanes as conv_lanes, simd
-from minicnn.kernels.cpu_fast.direct import (CB, MIN_Q, TW, conv2d_direct, conv2d_direct_plain, fits, image_rows, out_wide,
-                                         tile_source, unrows)
+from minicnn import config
+from minicnn.kernels.cpu_fast import direct as conv_direct, generate, lanes as conv_lanes, plan, simd
+from minicnn.kernels.cpu_fast.direct import (CB, MIN_OC, MIN_Q, TILE_CHANNELS, TW, conv2d_direct, conv2d_direct_plain,
+                                             fits, image_rows, out_wide, tile_fits, unrows)
 from conv_cases import RTOL_F32, ATOL_F32, RTOL_F64, ATOL_F64, assert_matches_the_definition, run_conv
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -51,35 +53,41 @@ def test_plain_loop_matches_the_definition(case):
     np.testing.assert_allclose(cropped(out, case["KW"]), F.conv2d_reference(x, w), rtol=RTOL_F64, atol=ATOL_F64)
 
 
+@pytest.mark.parametrize("cb", TILE_CHANNELS)
 @pytest.mark.parametrize("dtype, rtol, atol", [(np.float64, RTOL_F64, ATOL_F64), (np.float32, RTOL_F32, ATOL_F32)])
 @SETTINGS
-@given(case=direct_cases(min_oc=CB))
-def test_register_tile_matches_the_definition(dtype, rtol, atol, case):
+@given(case=direct_cases(min_oc=MIN_OC))
+def test_every_register_tile_matches_the_definition(cb, dtype, rtol, atol, case):
+    """Each generated tile (8 channels for AVX-512, 3 for AVX2), whichever this CPU uses by default."""
     assume(fits(case["OC"], case["H"], case["W"], case["KH"], case["KW"]))
     x, w = arrays(case, dtype)
     b = np.random.default_rng(case["seed"] + 1).standard_normal(case["OC"]).astype(dtype)
-    y = conv2d_direct(x, w, b)
+    y = conv2d_direct(x, w, b, cb=cb)
     assert y.dtype == dtype
     np.testing.assert_allclose(y, F.conv2d_reference(x, w, b), rtol=rtol, atol=atol)
 
 
-def test_tile_covers_overlapping_blocks_on_eip4s_second_layer_shape(rng):
-    """OC = 10 (blocks at channels 0 and 2) and Q = 24*26 - 2 = 622 (the last wide tile starts at 590, not 608)."""
+@pytest.mark.parametrize("cb", TILE_CHANNELS)
+def test_tile_covers_overlapping_blocks_on_eip4s_second_layer_shape(cb, rng):
+    """OC = 10 (the last block of channels overlaps the one before) and Q = 24*26 - 2 = 622 (the last wide tile starts
+    at 590, not 608)."""
     x = rng.standard_normal((2, 3, 26, 26)).astype(np.float32)
     w = rng.standard_normal((10, 3, 3, 3)).astype(np.float32)
-    assert fits(10, 26, 26, 3, 3) and out_wide(26, 26, 3, 3)[1] % TW != 0
-    np.testing.assert_allclose(conv2d_direct(x, w), F.conv2d_reference(x, w), rtol=RTOL_F32, atol=ATOL_F32)
+    assert fits(10, 26, 26, 3, 3) and 10 % cb != 0 and out_wide(26, 26, 3, 3)[1] % TW != 0
+    np.testing.assert_allclose(conv2d_direct(x, w, cb=cb), F.conv2d_reference(x, w), rtol=RTOL_F32, atol=ATOL_F32)
 
 
+@pytest.mark.parametrize("cb", TILE_CHANNELS)
 @pytest.mark.parametrize("N", [1, 3, 20])
-def test_small_images_laid_end_to_end_match_the_definition(N, rng):
-    """6x6 images: Q = 4*6 - 2 = 22 < 32, so the batch is one tall image (image_rows) run by the tile; the outputs
-    between images are garbage that unrows must skip."""
+def test_small_images_laid_end_to_end_match_the_definition(N, cb, rng):
+    """6x6 images: Q = 4*6 - 2 = 22 < 32, so each chunk of the batch is one tall image (image_rows) run by the tile;
+    the outputs between images are garbage that unrows must skip."""
     x = rng.standard_normal((N, 5, 6, 6)).astype(np.float32)
     w = rng.standard_normal((11, 5, 3, 3)).astype(np.float32)
     b = rng.standard_normal(11).astype(np.float32)
     assert MIN_Q <= out_wide(6, 6, 3, 3)[1] < TW
-    np.testing.assert_allclose(conv2d_direct(x, w, b), F.conv2d_reference(x, w, b), rtol=RTOL_F32, atol=ATOL_F32)
+    np.testing.assert_allclose(conv2d_direct(x, w, b, cb=cb), F.conv2d_reference(x, w, b), rtol=RTOL_F32,
+                               atol=ATOL_F32)
 
 
 @SETTINGS
@@ -100,30 +108,36 @@ def test_unrows_undoes_image_rows(case, PH, PW):
     np.testing.assert_array_equal(out, x)
 
 
-def test_plain_loop_serves_shapes_the_tile_does_not_fit(rng):
-    x, w, b = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
-    assert not fits(4, 5, 5, 3, 3)
+@pytest.mark.parametrize("x_shape, OC, KH", [((2, 3, 5, 5), 4, 3),     # Q = 3*5 - 2 = 13 < MIN_Q
+                                         ((2, 3, 9, 9), 2, 3),      # fewer output channels than any tile's
+                                         ((3, 1, 17, 1), 5, 1)])    # a tall image of one 17x1 image: 19 < TW
+def test_plain_loop_serves_shapes_no_tile_fits(x_shape, OC, KH, rng):
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal((OC, x_shape[1], KH, KH)), rng.standard_normal(OC)
+    assert not tile_fits(OC, *x_shape[2:], KH, KH) or out_wide(*x_shape[2:], KH, KH)[1] < MIN_Q
     np.testing.assert_allclose(conv2d_direct(x, w, b), F.conv2d_reference(x, w, b), rtol=RTOL_F64, atol=ATOL_F64)
 
 
 def test_fits_needs_enough_channels_and_positions():
-    assert fits(CB, 6, 6, 3, 3)                         # Q = 4*6 - 2 = 22 >= 16: laid end to end
-    assert not fits(CB - 1, 6, 6, 3, 3)                 # too few output channels for a block
-    assert not fits(CB, 5, 5, 3, 3)                     # Q = 3*5 - 2 = 13 < 16
-    assert not fits(CB, 2, 9, 3, 3)                     # kernel taller than the image: no output row
+    """The same layers on every CPU, whichever tile it uses: MIN_OC output channels, MIN_Q wide-grid positions."""
+    assert fits(MIN_OC, 6, 6, 3, 3)                     # Q = 4*6 - 2 = 22 >= 16: laid end to end
+    assert not fits(MIN_OC - 1, 6, 6, 3, 3)             # too few output channels
+    assert not fits(MIN_OC, 5, 5, 3, 3)                 # Q = 3*5 - 2 = 13 < 16
+    assert not fits(MIN_OC, 2, 9, 3, 3)                 # kernel taller than the image: no output row
+    assert all(cb <= MIN_OC for cb in TILE_CHANNELS)    # so every tile serves every layer fits() admits
 
 
-def test_the_tile_file_is_what_the_generator_writes():
-    """kernels/conv_tile.py is generated: regenerate it with `python -m minicnn.kernels.conv_direct > kernels/conv_tile.py`."""
-    import minicnn.kernels.cpu_fast.generated.direct_tile as tile
-    with open(tile.__file__) as f:
-        assert f.read() == tile_source(), "kernels/conv_tile.py is out of date with conv_direct.tile_source()"
+def test_the_generated_tiles_are_what_their_generators_write(monkeypatch):
+    """generated/*.py are written by the generators (python -m minicnn.kernels.cpu_fast.generate); stale() names a
+    file whose generator now writes something else."""
+    assert generate.stale() == []
+    monkeypatch.setitem(generate.FILES, "direct_tile.py", lambda: conv_direct.tile_source(channel_blocks=(4,)))
+    assert generate.stale() == ["direct_tile.py"]
 
 
 def test_compiling_the_tile_restores_numbas_vectorizer_settings(rng):
     simd._ready.clear()   # compile_once checks again: the compilation path runs, Numba returns its overloads
     before = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
-    conv2d_direct(rng.standard_normal((1, 1, 8, 8)).astype(np.float32), np.ones((CB, 1, 3, 3), np.float32))
+    conv2d_direct(rng.standard_normal((1, 1, 8, 8)).astype(np.float32), np.ones((MIN_OC, 1, 3, 3), np.float32))
     assert (numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE) == before
 
 
@@ -132,11 +146,11 @@ def test_first_calls_from_several_threads_leave_numbas_settings_as_they_were(mon
     A compilation that takes a while (here: made to sleep first) lets the other threads run meanwhile."""
     import threading
     import time
-    from minicnn.kernels.cpu_fast.generated import direct_tile as conv_tile
-    tile = getattr(conv_tile, f"conv2d_direct_tile_{CB}x{TW}")
+    from minicnn.kernels.cpu_fast.generated import direct_tile
+    tile = getattr(direct_tile, f"conv2d_direct_tile_{CB}x{TW}")   # the tile this CPU uses
     monkeypatch.setattr(tile, "compile", lambda sig, real=tile.compile: time.sleep(0.05) or real(sig))
     before = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
-    x, w = rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((CB, 2, 3, 3))
+    x, w = rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((MIN_OC, 2, 3, 3))
     results = []
 
     def first_call(barrier):
@@ -165,45 +179,47 @@ def test_conv2d_direct_rejects_a_channel_mismatch_and_a_kernel_larger_than_the_i
 
 
 # ---- the engine ---------------------------------------------------------------------------------------------
-def cpu_kernels_or_skip():
-    from minicnn.backend import kernels_for
-    from minicnn.kernels import cpu
-    if kernels_for(np.zeros(1)) is not cpu:
-        pytest.skip("MINICNN_KERNELS=numpy: the plain-NumPy backend has no direct convolution")
-    return cpu
+def spy(monkeypatch, module, name):
+    """Record the positional arguments of every call to module.name (still made) in the returned list."""
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("padding, bias", [(0, True), (1, False), ((2, 1), True)])
 def test_engine_runs_forward_directly_and_matches_the_definition(dtype, padding, bias, monkeypatch, rng):
-    """OC = 10 >= 8: forward goes through conv2d_direct (on the padded images). Every result against the definition."""
-    cpu = cpu_kernels_or_skip()
-    calls = []
-    real = cpu.conv2d_direct
-    monkeypatch.setattr(cpu, "conv2d_direct", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    """OC = 10 >= 8: the plan sends the forward pass to conv2d_direct, once, on the whole batch padded. Every result
+    against the definition."""
+    calls = spy(monkeypatch, plan, "conv2d_direct")
     x = rng.standard_normal((3, 9, 7, 8)).astype(dtype)
     w = rng.standard_normal((10, 9, 3, 3)).astype(dtype)
     b = rng.standard_normal(10).astype(dtype) if bias else None
-    y, gy, gx, gw, gb = run_conv(x, w, b, dict(padding=padding))
+    with config.using(kernels="numba", conv="auto"):
+        assert F.conv2d_algorithm(x.shape, w.shape, padding=padding, dtype=dtype) == "direct"
+        y, gy, gx, gw, gb = run_conv(x, w, b, dict(padding=padding))
     full = dict(stride=(1, 1), padding=(padding, padding) if isinstance(padding, int) else padding,
                 dilation=(1, 1), groups=1)
     PH, PW = full["padding"]
-    assert calls == [(3, 9, 7 + 2 * PH, 8 + 2 * PW)]   # one call, the whole batch padded (its chunks run inside)
+    assert [a[0].shape for a in calls] == [(3, 9, 7 + 2 * PH, 8 + 2 * PW)]
     rtol, atol = (RTOL_F64, ATOL_F64) if dtype == np.float64 else (RTOL_F32, ATOL_F32)
     assert_matches_the_definition(x, w, b, y, gy, gx, gw, gb, full, rtol, atol)
 
 
-@pytest.mark.parametrize("OC, stride, dilation, groups", [(10, 2, 1, 1), (10, 1, 2, 1), (10, 1, 1, 2), (7, 1, 1, 1)])
-def test_engine_keeps_im2col_where_the_direct_convolution_does_not_apply(OC, stride, dilation, groups, monkeypatch, rng):
-    """Stride 2, dilation 2, two groups, or fewer than 8 output channels: im2col + GEMM, still right."""
-    cpu = cpu_kernels_or_skip()
-    calls = []
-    monkeypatch.setattr(cpu, "conv2d_direct", lambda *a, **k: calls.append(1))
+@pytest.mark.parametrize("OC, stride, dilation, groups, algorithm", [(10, 2, 1, 1, "im2col"), (10, 1, 2, 1, "im2col"),
+                                                                     (10, 1, 1, 2, "wide"), (7, 1, 1, 1, "wide")])
+def test_engine_keeps_the_columns_where_the_direct_convolution_does_not_apply(OC, stride, dilation, groups, algorithm,
+                                                                              monkeypatch, rng):
+    """Stride 2 or dilation 2 (the lesson path), two groups or fewer than 8 output channels (the wide grid's
+    columns): conv2d_direct never runs, and the results are still the definition's."""
+    calls = spy(monkeypatch, plan, "conv2d_direct")
     x, w = rng.standard_normal((2, 8, 9, 9)), rng.standard_normal((OC, 8 // groups, 3, 3))
     kw = dict(stride=(stride, stride), padding=(0, 0), dilation=(dilation, dilation), groups=groups)
-    y, gy, gx, gw, _ = run_conv(x, w, None, kw)
+    with config.using(kernels="numba", conv="auto"):
+        assert F.conv2d_algorithm(x.shape, w.shape, dtype=x.dtype, **kw) == algorithm
+        y, gy, gx, gw, _ = run_conv(x, w, None, kw)
     assert calls == []
-    np.testing.assert_allclose(y, F.conv2d_reference(x, w, **kw), rtol=RTOL_F64, atol=ATOL_F64)
+    assert_matches_the_definition(x, w, None, y, gy, gx, gw, None, kw)
 
 
 # ---- output channels as the lanes (kernels/conv_lanes.py) ---------------------------------------------------
@@ -225,17 +241,18 @@ def test_lanes_tiles_match_the_definition(block, N, C, H, W, per, seed):
     np.testing.assert_allclose(out, F.conv2d_reference(x, w, b), rtol=RTOL_F32, atol=ATOL_F32)
 
 
+@pytest.mark.parametrize("wide_registers", [True, False])
 @pytest.mark.parametrize("H, expected", [(26, None), (12, None), (10, (1, 2, 8)), (8, None), (6, (1, 4, 4))])
-def test_conv2d_direct_takes_the_lanes_on_eip4s_small_layers(H, expected, monkeypatch, rng):
-    """The block that computes the fewest outputs, where that is 10% fewer than the wide grid; the result either way
-    against the definition."""
-    used = []
-    real = conv_lanes.conv2d_lanes
-    monkeypatch.setattr(conv_direct, "conv2d_lanes", lambda *a: used.append(a[4]) or real(*a))
+def test_conv2d_direct_takes_the_lanes_on_eip4s_small_layers_where_the_cpu_has_512_bit_registers(
+        H, expected, wide_registers, monkeypatch, rng):
+    """With AVX-512 (simulated here where the CPU lacks it), the block that computes the fewest outputs, where that is
+    10% fewer than the wide grid; without, never the lanes (their 16-float vectors would spill). Right either way."""
+    monkeypatch.setattr(conv_lanes, "ON_THIS_CPU", wide_registers)
+    calls = spy(monkeypatch, conv_lanes, "conv2d_lanes")
     x = rng.standard_normal((4, 16, H, H)).astype(np.float32)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     y = conv2d_direct(x, w)
-    assert used == ([] if expected is None else [expected])
+    assert [a[4] for a in calls] == ([] if expected is None or not wide_registers else [expected])
     np.testing.assert_allclose(y, F.conv2d_reference(x, w), rtol=RTOL_F32, atol=ATOL_F32)
 
 
@@ -245,21 +262,3 @@ def test_lanes_need_float32_and_exactly_16_output_channels():
     assert conv_lanes.pick(f32, 128, 15, 8, 8, 1e9) is None and conv_lanes.pick(f32, 128, 32, 8, 8, 1e9) is None
     assert conv_lanes.pick(np.dtype(np.float64), 128, 16, 8, 8, 1e9) is None
     assert conv_lanes.weight_grad_fits(f32, 16, 3, 3) and not conv_lanes.weight_grad_fits(np.dtype(np.float64), 16, 3, 3)
-
-
-def test_the_lanes_tile_file_is_what_the_generator_writes():
-    """kernels/conv_lanes_tile.py is generated: regenerate it with `python -m minicnn.kernels.conv_lanes > kernels/conv_lanes_tile.py`."""
-    import minicnn.kernels.cpu_fast.generated.lanes_tiles as tile
-    with open(tile.__file__) as f:
-        assert f.read() == conv_lanes.tile_source(), "kernels/conv_lanes_tile.py is out of date with conv_lanes.tile_source()"
-
-
-def test_cached_on_disk_reads_numbas_index_file_of_the_slowest_tile(monkeypatch):
-    """examples/mnist.py warns of the first step's compilation when Numba's cache lacks the lanes tile; the check must
-    reach the index file (a missing file reads False), not fall into its fallback."""
-    conv_lanes._compiled("forward", (1, 2, 8))          # compiled, hence written to the cache
-    assert conv_lanes.cached_on_disk() is True
-    seen = []
-    monkeypatch.setattr(conv_lanes.os.path, "exists", lambda path: seen.append(path) or False)
-    assert conv_lanes.cached_on_disk() is False
-    assert len(seen) == 1 and seen[0].endswith(".nbi") and "conv2d_lanes_tile_1x2x8" in seen[0]

@@ -248,24 +248,25 @@ def unrows(wide, q0, HP, WP, PH, PW, b, out):
 
 
 @njit(cache=True, nogil=True)
-def forward_chunk(k, args):
-    """Chunk k of conv2d_direct, args = (x, w, b, out, per, end_to_end, tile): out[n0:n1] for its `per` images on
-    their wide grid (run_tile), then their valid columns (crop_add_bias); or, with end_to_end, the images laid end
-    to end first (image_rows), run as one tall image, and their outputs taken back (unrows)."""
+def forward_chunks(k0, k1, args):
+    """Chunks k0 .. k1-1 of conv2d_direct, args = (x, w, b, out, per, end_to_end, tile): out[n0:n1] for each chunk's
+    `per` images on their wide grid (run_tile), then their valid columns (crop_add_bias); or, with end_to_end, the
+    images laid end to end first (image_rows), run as one tall image, and their outputs taken back (unrows)."""
     x, w, b, out, per, end_to_end, tile = args
     N, C, H, W = x.shape
     OC, _, KH, KW = w.shape
-    n0, n1 = k * per, min(N, k * per + per)
-    if end_to_end:
-        xr = image_rows(x[n0:n1], KH, 0, 0)
-        rows = xr.shape[1] // W
-        wide = np.empty((1, OC, rows - KH + 1, W), dtype=x.dtype)
-        run_tile(tile, xr.reshape(1, C, rows, W), w, wide)
-        unrows(wide, KH * W, H, W, 0, 0, b, out[n0:n1])
-    else:
-        wide = np.empty((n1 - n0, OC, H - KH + 1, W), dtype=x.dtype)
-        run_tile(tile, x[n0:n1], w, wide)
-        crop_add_bias(wide, b, out[n0:n1])
+    for k in range(k0, k1):
+        n0, n1 = k * per, min(N, k * per + per)
+        if end_to_end:
+            xr = image_rows(x[n0:n1], KH, 0, 0)
+            rows = xr.shape[1] // W
+            wide = np.empty((1, OC, rows - KH + 1, W), dtype=x.dtype)
+            run_tile(tile, xr.reshape(1, C, rows, W), w, wide)
+            unrows(wide, KH * W, H, W, 0, 0, b, out[n0:n1])
+        else:
+            wide = np.empty((n1 - n0, OC, H - KH + 1, W), dtype=x.dtype)
+            run_tile(tile, x[n0:n1], w, wide)
+            crop_add_bias(wide, b, out[n0:n1])
 
 
 def wide_positions(H, W, KH, KW):
@@ -296,7 +297,7 @@ def conv2d_direct(x, w, b=None, cb=None):
     Images with fewer than TW positions (but at least MIN_Q) are laid end to end first (`image_rows`), as one
     tall image: its wide grid holds the batch's outputs with KH-1 garbage rows between images, the tile runs
     over all of them at once, and `unrows` keeps the valid ones. The batch runs in chunks of images
-    (parallel.images_per_chunk) on Numba's threads, one call for all. Where no tile fits (fewer than cb output
+    (parallel.images_per_chunk) on threads (parallel.run_chunks). Where no tile fits (fewer than cb output
     channels or MIN_Q positions), the plain loop runs the batch on one thread.
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w, dtype=x.dtype)
@@ -318,7 +319,7 @@ def conv2d_direct(x, w, b=None, cb=None):
         conv2d_direct_plain(x, w, wide)
         crop_add_bias(wide, b, out)
         return out
-    run_chunks(forward_chunk, -(-N // per), (x, w, b, out, per, Q < TW, forward_tile(x.dtype, cb)))
+    run_chunks(forward_chunks, -(-N // per), (x, w, b, out, per, Q < TW, forward_tile(x.dtype, cb)))
     return out
 
 

@@ -215,40 +215,41 @@ def flipped_weights(w):
 
 
 @njit(cache=True, nogil=True)
-def grads_chunk(k, args):
-    """Chunk k of conv2d_direct_grads, args = (x, gy, wt, KH, PH, PW, need_x, rows_w, gx, gw_parts, gb_parts, per,
-    image_tile, weight_tile): gy laid out as rows (grad_rows: gb_parts[k] on the way), then the weight gradient
-    by weight_tile into gw_parts[k] (if rows_w) and the image gradient into gx (if need_x) by image_tile, direct.py's
-    forward tile."""
+def grads_chunks(k0, k1, args):
+    """Chunks k0 .. k1-1 of conv2d_direct_grads, args = (x, gy, wt, KH, PH, PW, need_x, rows_w, gx, gw_parts,
+    gb_parts, per, image_tile, weight_tile); for each chunk k, gy laid out as rows (grad_rows: gb_parts[k] on the
+    way), then the weight gradient by weight_tile into gw_parts[k] (if rows_w) and the image gradient into gx (if
+    need_x) by image_tile, direct.py's forward tile."""
     x, gy, wt, KH, PH, PW, need_x, rows_w, gx, gw_parts, gb_parts, per, image_tile, weight_tile = args
     N, C, H, W = x.shape
     OC, OW = gy.shape[1], gy.shape[3]
     HP, WP = H + 2 * PH, W + 2 * PW
     KW = WP - OW + 1
     Q = out_wide(HP, WP, KH, KW)[1]                    # an image's positions whose taps all lie inside it
-    n0, n1 = k * per, min(N, k * per + per)
-    gr = grad_rows(gy[n0:n1], KH, HP, WP, gb_parts[k])
-    if rows_w:
-        gw = gw_parts[k]
-        gw[...] = 0
-        if PH == PW == 0 and Q >= MIN_WALK:   # x read where it lies, image by image: no image_rows
-            xf = x.reshape(x.size)
-            P_image = min(-(-Q // LANES) * LANES, HP * WP)     # rounded up to whole vectors, still on gr's zeros
-            for n in range(n0, n1):
-                weight_tile(xf, n * C * HP * WP, HP * WP, gr, KH * WP + (n - n0) * HP * WP, P_image if n < N - 1 else Q,
-                            WP, KH, gw)
-        else:   # padded or small images laid out as rows, walked as one
-            xr = image_rows(x[n0:n1], KH, PH, PW)
-            P = (n1 - n0) * HP * WP - ((KH - 1) * WP + KW - 1)   # the last positions of gr are 0: stop where xr ends
-            weight_tile(xr.reshape(xr.size), KH * WP, xr.shape[1], gr, KH * WP, P, WP, KH, gw)
-    if need_x and PH == PW == 0 and HP * WP >= TW:
-        for n in range(n0, n1):   # gx[n] is gxp[n]: the tile writes it straight from gr, image by image
-            image_tile(gr, (n - n0) * HP * WP + WP - (KW - 1), WP, wt, gx[n].reshape(C, HP * WP), HP * WP)
-    elif need_x:   # padded (or small) images: the tall image's wide grid, then its inner part copied
-        rows = gr.shape[1] // WP
-        wide = np.empty((1, C, rows - KH + 1, WP), dtype=x.dtype)
-        run_tile(image_tile, gr.reshape(1, OC, rows, WP), wt, wide)
-        unrows(wide, WP - (KW - 1), HP, WP, PH, PW, np.zeros(C, dtype=x.dtype), gx[n0:n1])
+    for k in range(k0, k1):
+        n0, n1 = k * per, min(N, k * per + per)
+        gr = grad_rows(gy[n0:n1], KH, HP, WP, gb_parts[k])
+        if rows_w:
+            gw = gw_parts[k]
+            gw[...] = 0
+            if PH == PW == 0 and Q >= MIN_WALK:   # x read where it lies, image by image: no image_rows
+                xf = x.reshape(x.size)
+                P_image = min(-(-Q // LANES) * LANES, HP * WP)   # rounded up to whole vectors, still on gr's zeros
+                for n in range(n0, n1):
+                    P = P_image if n < N - 1 else Q
+                    weight_tile(xf, n * C * HP * WP, HP * WP, gr, KH * WP + (n - n0) * HP * WP, P, WP, KH, gw)
+            else:   # padded or small images laid out as rows, walked as one
+                xr = image_rows(x[n0:n1], KH, PH, PW)
+                P = (n1 - n0) * HP * WP - ((KH - 1) * WP + KW - 1)   # gr's last positions are 0: stop where xr ends
+                weight_tile(xr.reshape(xr.size), KH * WP, xr.shape[1], gr, KH * WP, P, WP, KH, gw)
+        if need_x and PH == PW == 0 and HP * WP >= TW:
+            for n in range(n0, n1):   # gx[n] is gxp[n]: the tile writes it straight from gr, image by image
+                image_tile(gr, (n - n0) * HP * WP + WP - (KW - 1), WP, wt, gx[n].reshape(C, HP * WP), HP * WP)
+        elif need_x:   # padded (or small) images: the tall image's wide grid, then its inner part copied
+            rows = gr.shape[1] // WP
+            wide = np.empty((1, C, rows - KH + 1, WP), dtype=x.dtype)
+            run_tile(image_tile, gr.reshape(1, OC, rows, WP), wt, wide)
+            unrows(wide, WP - (KW - 1), HP, WP, PH, PW, np.zeros(C, dtype=x.dtype), gx[n0:n1])
 
 
 def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True, cb=None, weight_cb=None):
@@ -257,7 +258,7 @@ def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True, cb=
     x (N, C, H, W) unpadded; gy (N, OC, OH, OW); wt = flipped_weights(w) (used only for gx). gx and gw are
     None where not asked. cb and weight_cb choose the forward tile (image gradient) and the weight tile by their
     output channels (default: this CPU's). The batch runs in chunks of images (parallel.images_per_chunk) on
-    Numba's threads, one call for all; the chunks' weight and bias gradients are added in chunk order, and the
+    threads (parallel.run_chunks); the chunks' weight and bias gradients are added in chunk order, and the
     chunks depend on the batch only: the same bits on every run and every thread count.
     """
     x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy, dtype=x.dtype)
@@ -293,7 +294,7 @@ def conv2d_direct_grads(x, gy, wt, KH, KW, PH, PW, need_x=True, need_w=True, cb=
         gxc = np.empty((N, C, H, W), dtype=x.dtype) if need_x else np.empty((0, C, H, W), dtype=x.dtype)
         gw_parts = np.empty((chunks if rows_w else 0, OC, C, KH, KW), dtype=x.dtype)
         gb_parts = np.empty((chunks, OC))
-        run_chunks(grads_chunk, chunks, (x, gy, wt, KH, PH, PW, need_x, rows_w, gxc, gw_parts, gb_parts, per,
+        run_chunks(grads_chunks, chunks, (x, gy, wt, KH, PH, PW, need_x, rows_w, gxc, gw_parts, gb_parts, per,
                                          forward_tile(x.dtype, cb), weight_tile(x.dtype, weight_cb)))
         gx = gxc if need_x else gx
         if rows_w:

@@ -170,7 +170,7 @@ def pick(dtype, N, OC, OH, OW, wide_positions):
 
 def forward_tile(block):
     """The float32 forward tile of `block` (I, R, T), compiled on first use (or loaded from Numba's cache) with SLP on
-    and the loop vectorizer off: a simd.KernelAddress, for forward_chunk to call."""
+    and the loop vectorizer off: a simd.KernelAddress, for forward_chunks to call."""
     tile = getattr(lanes_tiles, "conv2d_lanes_tile_%dx%dx%d" % block)
     return compile_once(tile, np.dtype(np.float32), lambda nb: (nb[:, :, :, ::1], nb[:, :, :, ::1], nb[::1],
                                                                 nb[:, :, :, ::1]), slp=True, loop=False)
@@ -183,18 +183,19 @@ def weight_tile(CC):
 
 
 @njit(cache=True, nogil=True)
-def forward_chunk(k, args):
-    """Chunk k of conv2d_lanes, args = (x, wv, b, out, per, tile): the forward tile over its `per` images."""
+def forward_chunks(k0, k1, args):
+    """Chunks k0 .. k1-1 of conv2d_lanes, args = (x, wv, b, out, per, tile): the forward tile over `per` images each."""
     x, wv, b, out, per, tile = args
-    n0, n1 = k * per, min(x.shape[0], k * per + per)
-    tile(x[n0:n1], wv, b, out[n0:n1])
+    for k in range(k0, k1):
+        n0, n1 = k * per, min(x.shape[0], k * per + per)
+        tile(x[n0:n1], wv, b, out[n0:n1])
 
 
 def conv2d_lanes(x, w, b, out, block, per):
     """out (N, OC, OH, OW) = x (N, C, H, W) correlated with w (OC, C, KH, KW) + b, by the tile of `block` (from pick),
-    in chunks of `per` images on Numba's threads."""
+    in chunks of `per` images on threads (parallel.run_chunks)."""
     wv = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
-    run_chunks(forward_chunk, -(-x.shape[0] // per), (x, wv, b, out, per, forward_tile(block)))
+    run_chunks(forward_chunks, -(-x.shape[0] // per), (x, wv, b, out, per, forward_tile(block)))
     return out
 
 
@@ -230,17 +231,18 @@ def channels_last(gy, gb):
 
 
 @njit(cache=True, nogil=True)
-def weight_grad_chunk(k, args):
-    """Chunk k of conv2d_weight_grad_lanes, args = (xp, gy, gwt_parts, gb_parts, per, tile): gwt_parts[k] (C, 3, 3, 16)
-    and gb_parts[k] (16,) of its `per` images."""
+def weight_grad_chunks(k0, k1, args):
+    """Chunks k0 .. k1-1 of conv2d_weight_grad_lanes, args = (xp, gy, gwt_parts, gb_parts, per, tile): gwt_parts[k]
+    (C, 3, 3, 16) and gb_parts[k] (16,) of chunk k's `per` images."""
     xp, gy, gwt_parts, gb_parts, per, tile = args
-    n0, n1 = k * per, min(xp.shape[0], k * per + per)
-    tile(xp[n0:n1], channels_last(gy[n0:n1], gb_parts[k]), gwt_parts[k])
+    for k in range(k0, k1):
+        n0, n1 = k * per, min(xp.shape[0], k * per + per)
+        tile(xp[n0:n1], channels_last(gy[n0:n1], gb_parts[k]), gwt_parts[k])
 
 
 def conv2d_weight_grad_lanes(xp, gy, per):
     """(gw (16, C, 3, 3), gb (16,) float64) of y = conv2d(xp, w), stride 1, xp padded, from gy (N, 16, OH, OW): only
-    real outputs summed; in chunks of `per` images on Numba's threads, the chunks' sums added in chunk order.
+    real outputs summed; in chunks of `per` images on threads, the chunks' sums added in chunk order.
 
         gw[oc, c, kh, kw] = sum_{n, oh, ow} gy[n, oc, oh, ow] * xp[n, c, oh + kh, ow + kw]
 
@@ -254,8 +256,8 @@ def conv2d_weight_grad_lanes(xp, gy, per):
     chunks = -(-N // per)
     gwt_parts = np.empty((chunks, C, 3, 3, LANES), dtype=xp.dtype)
     gb_parts = np.empty((chunks, LANES))
-    run_chunks(weight_grad_chunk, chunks, (np.ascontiguousarray(xp), np.ascontiguousarray(gy), gwt_parts, gb_parts, per,
-                                           weight_tile(2 if C >= 2 else 1)))
+    args = (np.ascontiguousarray(xp), np.ascontiguousarray(gy), gwt_parts, gb_parts, per, weight_tile(2 if C >= 2 else 1))
+    run_chunks(weight_grad_chunks, chunks, args)
     return np.ascontiguousarray(sum_in_order(gwt_parts).transpose(3, 0, 1, 2)), sum_in_order(gb_parts)
 
 

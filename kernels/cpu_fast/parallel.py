@@ -11,31 +11,32 @@ The same numbers on any thread count. The weight and bias gradients are sums ove
 sums its images, then the chunks' parts are added in chunk order (`sum_in_order`). Floating-point
 addition is not associative, so the bits depend on where the chunks are cut; the cuts therefore depend
 only on the batch (N and the bytes per image), never on the thread count (`chunk_size`): a run on 1, 2
-or 8 threads gives the same bits. The number of chunks is a multiple of SHARES = 8 where the batch
+or 8 threads gives the same bits. The batch is cut for a multiple of SHARES = 8 chunks where it
 allows, so 1, 2, 4 or 8 threads get equal shares; the small layers, which one chunk per thread would
-cover, pay a few more chunk starts (eip4, batch 128, 2 threads: a training step within noise, see
-kernels/cpu_fast/__init__.py).
+cover, pay a few more chunk starts: an eip4 training step (batch 128) takes 37.4 against 37.9 ms with
+chunks cut by the thread count on 2 threads, 51.5 against 51.4 ms on 1 (medians of 41 and 21 interleaved
+steps, the 2-core reference machine).
 
-Handing a chunk to a Python thread costs tens of microseconds (65 us for two empty chunks on the reference
-machine), and the Python between the kernel calls of each chunk holds the GIL: on small layers that ate
-the second thread's gain. The direct convolution (direct.py, direct_grad.py, lanes.py) therefore runs its
-chunks inside one Numba call, on Numba's own threads: `run_chunks(chunk, count, args)` calls the Numba
-kernel chunk(k, args) for every chunk k from `each_chunk`, a `prange` loop. Both the chunk kernel and the
-tiles it runs travel by address (simd.KernelAddress), so `each_chunk` is a few lines of machine code,
-compiled once per argument types, and no kernel is compiled twice inside another: a `prange` loop's body
-is compiled as a function of its own and then again inside the loop's, with every kernel it calls linked
-in (eip4's backward chunk loop took 14 s to compile that way; its chunk kernel takes 2.4 s, one core).
-The small helpers a chunk kernel calls (image_rows, unrows, grad_rows, run_tile, crop_add_bias) are
-inlined into it (`inline='always'`): compiled once, there, not once alone and again where they are called.
-Numba caches a chunk kernel on disk and checks only its own file, so after editing a helper in another
-file, delete that folder's __pycache__ (or NUMBA_CACHE_DIR).
+Handing a chunk to a Python thread costs tens of microseconds, and the Python between the kernel calls of
+each chunk holds the GIL: on small layers that ate the second thread's gain. The direct convolution
+(direct.py, direct_grad.py, lanes.py) therefore gives each thread one run of consecutive chunks and one call
+for it: `run_chunks(chunks, count, args)` cuts chunks 0 .. count-1 into numba.get_num_threads() runs and
+calls the Numba kernel chunks(k0, k1, args) once per run, one run on the calling thread, the others on the
+pool's (the kernels release the GIL). Starting the runs costs about as much as starting a `prange` loop on
+Numba's own threads (two tiny chunks: 106 against 115 us; an eip4 training step: 40.5 against 40.1 ms,
+medians of 31 interleaved, on the 2-core reference machine), and a chunk kernel is compiled once: a
+`prange` loop's body is compiled as a function of its own and then again inside the loop's, with every
+kernel it calls linked in (eip4's backward chunk loop took 14 s to compile that way; its chunk kernel takes
+2 s, one core). The tiles a chunk kernel runs travel by address (simd.KernelAddress), compiled once each;
+the small helpers it calls (image_rows, unrows, grad_rows, run_tile, crop_add_bias) are inlined into it
+(`inline='always'`), compiled there only. Numba caches a chunk kernel on disk and checks only its own
+file, so after editing a helper in another file, delete that folder's __pycache__ (or NUMBA_CACHE_DIR).
 """
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit, prange
 
 from .simd import KernelAddress
 
@@ -48,20 +49,20 @@ CACHE_BYTES = 4 << 20
 # chunk of 2 / 4 / 8 / 16 / 32 / 64 images, image gradient 6.6 / 5.4 / 5.2 / 5.1 / 6.0 / 6.0 ms, weight
 # gradient 5.6 / 4.3 / 4.0 / 4.0 / 5.0 / 5.1 ms (medians, interleaved).
 CHUNK_BYTES = 1 << 20
-SHARES = 8   # the number of chunks is a multiple of SHARES where N allows: equal shares for 1, 2, 4 or 8 threads
-_pool = None
+SHARES = 8   # the batch is cut for a multiple of SHARES chunks: equal shares for 1, 2, 4 or 8 threads
 
 
 def chunk_size(N, bytes_per_image, chunk_bytes):
-    """Images per chunk: chunks of about chunk_bytes, as many as a multiple of SHARES (at most N). A function of the
-    batch alone, not of the thread count: the chunks' partial sums, and so the results, are the same on any."""
+    """Images per chunk: ceil(N / m) for the smallest multiple m of SHARES that makes chunks of at most chunk_bytes
+    (or of one image). A function of the batch alone, not of the thread count: the chunks' partial sums, and so
+    the results, are the same on any."""
     per_cache = max(1, chunk_bytes // max(1, bytes_per_image))
     chunks = SHARES * -(-N // (per_cache * SHARES))
     return max(1, -(-N // chunks))
 
 
 def images_per_chunk(N, bytes_per_image):
-    """Images per chunk for a kernel whose chunks run on Numba's threads (run_chunks): chunks of about CHUNK_BYTES."""
+    """Images per chunk for a Numba chunk kernel (run_chunks): chunks of about CHUNK_BYTES."""
     return chunk_size(N, bytes_per_image, CHUNK_BYTES)
 
 
@@ -87,49 +88,62 @@ def in_order(fn, chunks):
 
 def map_chunks(fn, chunks):
     """[fn(n0, n1) for each chunk], computed by up to numba.get_num_threads() Python threads, in chunk order."""
-    global _pool
-    threads = numba.get_num_threads()
-    if threads == 1 or len(chunks) == 1:
+    if numba.get_num_threads() == 1 or len(chunks) == 1:
         return in_order(fn, chunks)
-    if _pool is None or _pool._max_workers != threads:
-        single_threaded_blas()
-        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="minicnn")
-    return list(_pool.map(lambda c: fn(*c), chunks))
+    return list(thread_pool().map(lambda c: fn(*c), chunks))
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def each_chunk(chunk, count, args):
-    """chunk(k, args) for every k < count, on Numba's threads (prange gives each thread an equal run of k)."""
-    for k in prange(count):
-        chunk(np.int64(k), args)
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def thread_pool():
+    """The pool of Python threads the chunks run on: as many as Numba may use (NUMBA_NUM_THREADS), made once."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            single_threaded_blas()
+            _pool = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS, thread_name_prefix="minicnn")
+    return _pool
 
 
 _chunk_kernels = {}
 _chunk_lock = threading.Lock()
 
 
-def run_chunks(chunk, count, args):
-    """Run the Numba kernel chunk(k, args) for k = 0 .. count-1 on Numba's threads, in one call. args is a tuple of
-    arrays and numbers, the tiles (KernelAddress) last: Numba warns that first-class functions are experimental
-    whenever it types a tuple that starts with one. chunk is compiled (or loaded from Numba's cache) for the
-    types on first use and called by address.
+def run_chunks(chunks, count, args):
+    """Run the Numba kernel chunks(k0, k1, args), which computes chunks k0 .. k1-1, over the chunks 0 .. count-1:
+    cut into one run of consecutive chunks per thread (numba.get_num_threads()), each run one call, the first on
+    the calling thread and the others on the pool's. Returns when all are done.
 
-    each_chunk is called through its compiled entry point, not its dispatcher: the dispatcher would type the
-    tuple and its tiles in Python at every call (about 300 us; the entry point only unboxes them, about 35 us)."""
-    key = (chunk,) + tuple(map(_kind, args))
-    compiled = _chunk_kernels.get(key)
-    if compiled is None:
+    args is a tuple of arrays and numbers, the tiles (KernelAddress) last: Numba warns that first-class functions
+    are experimental whenever it types a tuple that starts with one. The kernel is compiled (or loaded from
+    Numba's cache) for the arguments' types on first use, and called through its compiled entry point, not its
+    dispatcher: the dispatcher would type the tuple and its tiles in Python at every call (about 300 us; the
+    entry point only unboxes them, about 35 us)."""
+    run = _entry_point(chunks, args)
+    threads = max(1, min(numba.get_num_threads(), count))
+    bounds = [count * t // threads for t in range(threads + 1)]
+    others = [thread_pool().submit(run, bounds[t], bounds[t + 1], args) for t in range(1, threads)]
+    try:
+        run(bounds[0], bounds[1], args)
+    finally:
+        for job in others:
+            job.result()
+
+
+def _entry_point(chunks, args):
+    """The compiled chunks(k0, k1, args) for the types of args, compiled on first use."""
+    key = (chunks,) + tuple(map(_kind, args))
+    run = _chunk_kernels.get(key)
+    if run is None:
         with _chunk_lock:
             if key not in _chunk_kernels:
-                types = (numba.int64, numba.typeof(args))
-                chunk.compile(types)
-                address = KernelAddress(chunk, numba.types.none(*types))
-                each_types = (numba.typeof(address), numba.int64, types[1])
-                each_chunk.compile(each_types)
-                _chunk_kernels[key] = address, each_chunk.overloads[each_types].entry_point
-            compiled = _chunk_kernels[key]
-    address, each = compiled
-    each(address, count, args)
+                types = (numba.int64, numba.int64, numba.typeof(args))
+                chunks.compile(types)
+                _chunk_kernels[key] = chunks.overloads[types].entry_point
+            run = _chunk_kernels[key]
+    return run
 
 
 def _kind(value):

@@ -36,8 +36,8 @@ capabilities = MappingProxyType({
     "fused_batch_norm": True,   # batch_norm_forward/backward take relu= and dropout_p= (nn/fuse.py)
 })
 
-# About how long the first training run compiles minicnn's kernels, in seconds: eip4 on the 2-core AVX2
-# reference machine (AMD EPYC), `NUMBA_CACHE_DIR=$(mktemp -d) python examples/mnist.py --epochs 1
+# About how long the first training run compiles minicnn's kernels, in seconds: eip4 on a 2-core AMD EPYC
+# (AVX2, no AVX-512), `NUMBA_CACHE_DIR=$(mktemp -d) python examples/mnist.py --epochs 1
 # --train-limit 1280 --threads 2 --no-progress` takes 31 s, the same run with the cache warm 4 s.
 COLD_COMPILE_SECONDS = 27
 

@@ -39,7 +39,7 @@ LLVM assume there are no NaNs, which a diverging training run must still see.
 Numba leaves the SLP vectorizer off by default and its loop vectorizer on; for this kernel the loop
 vectorizer picks the wrong loop (the taps) and makes it 7x slower, so the tile is compiled with SLP
 on and loop vectorization off (`forward_tile`), once per dtype, and Numba caches the machine code on
-disk like every kernel here. The chunk loops take the compiled tile as an argument and call it by
+disk like every kernel here. The chunk kernels take the compiled tile as an argument and call it by
 its address (simd.KernelAddress): they are compiled without the tile's code.
 
 The last tile of a row of tiles overlaps the one before (q0 = min(q0, Q - TW)), and so does the last
@@ -154,7 +154,7 @@ def fits(OC, H, W, KH, KW):
 
 def forward_tile(dtype, cb=None):
     """The tile of cb output channels (default: this CPU's) for this dtype, compiled (or loaded from Numba's cache)
-    with SLP on and the loop vectorizer off, once: a simd.KernelAddress, for the chunk loops to call."""
+    with SLP on and the loop vectorizer off, once: a simd.KernelAddress, for the chunk kernels to call."""
     tile = getattr(direct_tile, f"conv2d_direct_tile_{cb or CB}x{TW}")
     return compile_once(tile, np.dtype(dtype), lambda nb: (nb[:, ::1], numba.int64, numba.int64, nb[:, :, :, ::1],
                                                            nb[:, ::1], numba.int64), slp=True, loop=False)

@@ -15,7 +15,7 @@ or 8 threads gives the same bits. The batch is cut for a multiple of SHARES = 8 
 allows, so 1, 2, 4 or 8 threads get equal shares; the small layers, which one chunk per thread would
 cover, pay a few more chunk starts: an eip4 training step (batch 128) takes 37.4 against 37.9 ms with
 chunks cut by the thread count on 2 threads, 51.5 against 51.4 ms on 1 (medians of 41 and 21 interleaved
-steps, the 2-core reference machine).
+steps, a 2-core AMD EPYC with AVX2).
 
 Handing a chunk to a Python thread costs tens of microseconds, and the Python between the kernel calls of
 each chunk holds the GIL: on small layers that ate the second thread's gain. The direct convolution
@@ -24,7 +24,7 @@ for it: `run_chunks(chunks, count, args)` cuts chunks 0 .. count-1 into numba.ge
 calls the Numba kernel chunks(k0, k1, args) once per run, one run on the calling thread, the others on the
 pool's (the kernels release the GIL). Starting the runs costs about as much as starting a `prange` loop on
 Numba's own threads (two tiny chunks: 106 against 115 us; an eip4 training step: 40.5 against 40.1 ms,
-medians of 31 interleaved, on the 2-core reference machine), and a chunk kernel is compiled once: a
+medians of 31 interleaved, on a 2-core AMD EPYC), and a chunk kernel is compiled once: a
 `prange` loop's body is compiled as a function of its own and then again inside the loop's, with every
 kernel it calls linked in (eip4's backward chunk loop took 14 s to compile that way; its chunk kernel takes
 2 s, one core). The tiles a chunk kernel runs travel by address (simd.KernelAddress), compiled once each;

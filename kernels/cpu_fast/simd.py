@@ -22,11 +22,11 @@ a function is compiled. The tiles want their own (`compile_once`): the forward t
 vectorizer off, the weight-gradient tile the other way round.
 
 Calls by address. A kernel that calls another links the callee's code into its own, and LLVM optimizes and
-compiles the whole again: a chunk loop (parallel.py) that calls a tile of a few hundred statements pays the
-tile's compilation a second time, and once more in every other loop that calls it. `compile_once` returns
-the compiled tile as a `KernelAddress`, which a kernel takes as an argument and calls through its address
-(Numba's first-class function type): the loop is compiled without the tile's code, one loop serves every
-tile of the same signature, and the tile is compiled once, with its own vectorizer settings.
+compiles the whole again: a chunk kernel (parallel.py) that calls a tile of a few hundred statements pays
+the tile's compilation a second time, and once more in every other kernel that calls it. `compile_once`
+returns the compiled tile as a `KernelAddress`, which a kernel takes as an argument and calls through its
+address (Numba's first-class function type): the kernel is compiled without the tile's code, one kernel
+serves every tile of the same signature, and the tile is compiled once, with its own vectorizer settings.
 """
 import threading
 

@@ -146,8 +146,7 @@ def test_the_last_images_walk_stays_inside_x(rng):
 def test_grad_rows_puts_gy_on_the_images_grid_and_sums_the_bias_gradient(rng):
     gy = rng.standard_normal((2, 3, 4, 5))
     KH, HP, WP = 3, 6, 7
-    gb = np.full(3, np.nan)
-    gr = grad_rows(gy, KH, HP, WP, gb)
+    gr, gb = grad_rows(gy, KH, HP, WP)
     assert gr.shape == (3, (2 * HP + 2 * KH) * WP)
     grid = gr[:, KH * WP:(KH + 2 * HP) * WP].reshape(3, 2, HP, WP)
     np.testing.assert_array_equal(grid[:, :, :4, :5], gy.transpose(1, 0, 2, 3))

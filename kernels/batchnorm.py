@@ -25,7 +25,8 @@ against two).
 Threads: each kernel below is the loop body of one pass, over a run of chunks k0 .. k1-1 -- channels
 for the sums (`_stats`, `_grad_sums`), (n, c) planes (flattened: one loop of H*W) for the elementwise
 passes (`_affine`, `_grad_input`) -- and cpu_fast.parallel.run_chunks hands each thread one run of
-consecutive chunks, one call of the kernel (nogil: the threads run at once). A chunk is a channel or a
+consecutive chunks, one call of the kernel (nogil: the threads run at once). A pass over fewer than
+PARALLEL_VALUES values runs all its chunks on the calling thread (`_run`). A chunk is a channel or a
 plane whatever the thread count, and one thread computes it whole, so the thread count decides only who
 computes a chunk, never what it adds. The kernels are plain @njit, not `parallel=True` loops: those
 compile each body twice (alone, then inside the loop around it), and batch norm's eight (four passes, with
@@ -43,6 +44,13 @@ from numba import njit
 
 from .cpu_fast.parallel import run_chunks
 from .dropout import dropout_apply
+
+# Passes over fewer values run on the calling thread alone. Handing a run of chunks to a second thread costs
+# 100-150 us on a 2-core AMD EPYC, about what one thread takes for 2^19 values in these passes: below that
+# the second thread loses more than it gains. Each pass alone through run_chunks on 1 against 2 threads
+# (numba.set_num_threads; float32, N = 128, C = 16, medians of 301 interleaved runs): 2^18 values 108/259 us
+# (_stats) to 251/307 us (_grad_input), 2^19 values 236/293 to 465/383, 2^20 values 427/355 to 893/640.
+PARALLEL_VALUES = 1 << 19
 
 
 @njit(cache=True, inline="always")
@@ -169,6 +177,15 @@ def _grad_input(k0, k1, args):
             op[j] = g if relu is None else g * (1 if xp[j] > 0 else 0)   # the ReLU's gradient, as relu.py writes it
 
 
+def _run(kernel, chunks, args, values):
+    """kernel(k0, k1, args) over the chunks 0 .. chunks-1: in one call on the calling thread when the pass reads fewer
+    than PARALLEL_VALUES values, else one run per thread (run_chunks)."""
+    if values < PARALLEL_VALUES:
+        kernel(0, chunks, args)
+    else:
+        run_chunks(kernel, chunks, args)
+
+
 def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None, momentum=0.1, relu=False,
                        dropout_p=0.0, dropout_key=0):
     """Training-mode batch norm of x (N, C, H, W), or of relu(x) when `relu`: returns y, and the batch mean,
@@ -182,10 +199,10 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     N, C, H, W = x.shape
     mean, var = np.empty(C, np.float64), np.empty(C, np.float64)
     relu = True if relu else None
-    run_chunks(_stats, C, (x, mean, var, relu))
+    _run(_stats, C, (x, mean, var, relu), x.size)
     invstd = 1.0 / np.sqrt(var + eps)
     y = np.empty_like(x)
-    run_chunks(_affine, N * C, (x, mean, invstd * gamma, beta.astype(np.float64), y, relu))
+    _run(_affine, N * C, (x, mean, invstd * gamma, beta.astype(np.float64), y, relu), x.size)
     with np.errstate(over="ignore"):   # statistics past float32's range become inf, as float32 arithmetic would give
         mean, var, invstd = mean.astype(x.dtype), var.astype(x.dtype), invstd.astype(x.dtype)
     if running_mean is not None:
@@ -208,7 +225,7 @@ def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False, dropout_p=0.0, d
     N, C = x.shape[:2]
     relu = True if relu else None
     dbeta, dgamma = np.empty(C, np.float64), np.empty(C, np.float64)
-    run_chunks(_grad_sums, C, (gy, x, mean, invstd, dbeta, dgamma, relu))
+    _run(_grad_sums, C, (gy, x, mean, invstd, dbeta, dgamma, relu), x.size)
     gx = np.empty_like(x)
-    run_chunks(_grad_input, N * C, (gy, x, mean, invstd, gamma, dbeta, dgamma, gx, relu))
+    _run(_grad_input, N * C, (gy, x, mean, invstd, gamma, dbeta, dgamma, gx, relu), x.size)
     return gx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)

@@ -29,10 +29,12 @@ consecutive chunks, one call of the kernel (nogil: the threads run at once). A p
 PARALLEL_VALUES values runs all its chunks on the calling thread (`_run`). A chunk is a channel or a
 plane whatever the thread count, and one thread computes it whole, so the thread count decides only who
 computes a chunk, never what it adds. The kernels are plain @njit, not `parallel=True` loops: those
-compile each body twice (alone, then inside the loop around it), and batch norm's eight (four passes, with
-and without the ReLU) took 19 of the 35 s that a first training run spent compiling, against 5.5 s as
-chunk kernels (`NUMBA_CACHE_DIR=$(mktemp -d) python examples/mnist.py --epochs 1 --train-limit 1280
---threads 2 --no-progress`, each compilation timed by Numba's "numba:compile" events; a 2-core AMD EPYC).
+compile each body twice (alone, then inside the loop around it). A first training run
+(`NUMBA_CACHE_DIR=$(mktemp -d) python examples/mnist.py --epochs 1 --train-limit 1280 --threads 2
+--no-progress`, each compilation timed by Numba's "numba:compile" events, two runs back to back on a
+2-core AMD EPYC) spent 24 of its 44 s of compilation on batch norm as eight `parallel=True` loops (four
+passes, each with and without the ReLU), and 5 of 25 s on these four kernels, each compiled once for
+both (`_input`).
 With `relu` set the layer normalises relu(x) instead of x -- a ReLU fused in front, which saves its
 pass over the data each way and its output array: every read of x below is a read of relu(x)
 (`_input`), and the backward pass ends with gx *= [x > 0], the ReLU's gradient.
@@ -55,11 +57,12 @@ PARALLEL_VALUES = 1 << 19
 
 @njit(cache=True, inline="always")
 def _input(v, relu, zero):
-    """What the layer normalises: relu(x) (NaN passes, as in relu.py) when `relu` is True, x itself when it is
-    None: None is a type of its own, so Numba compiles each kernel once for each, and the plain version has no
-    compare-and-select in its loops. Both versions add in the order the source writes (module docstring), so
-    the fused ReLU gives the bits of relu.py's ReLU and the plain version apart."""
-    if relu is None:
+    """What the layer normalises: relu(x) (NaN passes, as in relu.py) when `relu` is True, x itself when False.
+    `relu` is the same for a whole call, so LLVM takes the test out of the loops (loop unswitching): each kernel
+    compiles once for both, and the plain loops run without the compare-and-select, as fast as a kernel compiled
+    for the plain case alone. Both add in the order the source writes (module docstring), so the fused ReLU
+    gives the bits of relu.py's ReLU and the plain version apart."""
+    if not relu:
         return v
     return zero if v <= zero else v
 
@@ -174,7 +177,7 @@ def _grad_input(k0, k1, args):
         for j in range(H * W):
             xhat = (_input(xp[j], relu, zero) - m) * k
             g = a * (gp[j] - b - xhat * d)
-            op[j] = g if relu is None else g * (1 if xp[j] > 0 else 0)   # the ReLU's gradient, as relu.py writes it
+            op[j] = g * (1 if xp[j] > 0 else 0) if relu else g   # the ReLU's gradient, as relu.py writes it
 
 
 def _run(kernel, chunks, args, values):
@@ -198,7 +201,7 @@ def batch_norm_forward(x, gamma, beta, eps, running_mean=None, running_var=None,
     x = np.ascontiguousarray(x)
     N, C, H, W = x.shape
     mean, var = np.empty(C, np.float64), np.empty(C, np.float64)
-    relu = True if relu else None
+    relu = bool(relu)
     _run(_stats, C, (x, mean, var, relu), x.size)
     invstd = 1.0 / np.sqrt(var + eps)
     y = np.empty_like(x)
@@ -223,7 +226,7 @@ def batch_norm_backward(gy, x, mean, invstd, gamma, relu=False, dropout_p=0.0, d
         gy = dropout_apply(gy, dropout_p, dropout_key)
     gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
     N, C = x.shape[:2]
-    relu = True if relu else None
+    relu = bool(relu)
     dbeta, dgamma = np.empty(C, np.float64), np.empty(C, np.float64)
     _run(_grad_sums, C, (gy, x, mean, invstd, dbeta, dgamma, relu), x.size)
     gx = np.empty_like(x)

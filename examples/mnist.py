@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def _threads_from_argv(argv):
     """--threads N, read before Numba loads (it sizes its thread pool then). BLAS stays on one thread:
-    minicnn runs its matrix products inside its own batch-parallel threads (kernels/parallel.py).
+    minicnn runs its matrix products inside its own batch-parallel threads (kernels/cpu_fast/parallel.py).
     Anything but a positive integer is left to the argument checks (Numba would fail to load)."""
     for i, a in enumerate(argv):
         value = argv[i + 1] if a == "--threads" and i + 1 < len(argv) else a.split("=", 1)[1] if a.startswith("--threads=") else None
@@ -377,8 +377,7 @@ def run(args):
         print(f"recipe: {json.dumps(recipe)}  (--epochs 0: nothing trained)")
         return 0
     if args.threads:
-        import numba
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        minicnn.backend.set_num_threads(args.threads)
     check_data_dir(args)
     args.save = args.save or f"runs/{args.model}-seed{args.seed}{'-val' if args.validation else ''}.ckpt"
     ckpts = CheckpointSet(args.save)

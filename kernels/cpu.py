@@ -99,3 +99,10 @@ def on_first_compile(callback):
             event.register("numba:compile", _first_compile)
     with _first_compile.lock:
         _first_compile.waiting.append(callback)
+
+
+def set_num_threads(n):
+    """Run the kernels on n threads (Numba's pool and the chunk runs; at most the NUMBA_NUM_THREADS it started
+    with); returns the number in force. The results do not depend on it (cpu_fast/parallel.py)."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    return numba.get_num_threads()

@@ -102,6 +102,13 @@ def on_first_compile(callback, device="cpu"):
     return True
 
 
+def set_num_threads(n):
+    """Threads for the CPU kernels (a backend without threads of its own, plain NumPy, ignores it); returns the
+    number in force, or None. Results do not depend on it: the kernels sum in an order fixed by the shapes."""
+    setter = getattr(kernels_for_device("cpu"), "set_num_threads", None)
+    return setter(n) if setter is not None else None
+
+
 def to_device(a, device):
     """Copy a raw array to 'cpu' or 'gpu' (no copy when it is already there)."""
     device = normalize_device(device)

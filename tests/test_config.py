@@ -106,3 +106,15 @@ def test_the_configured_algorithm_is_the_one_that_runs(rng):
             y = F.conv2d(Tensor(x), Tensor(w), padding=1)
         np.testing.assert_allclose(y.data, F.conv2d_reference(x, w, padding=1), rtol=1e-10, atol=1e-12)
     assert names == {"auto": "direct", "im2col": "im2col", "direct": "direct", "wide": "wide"}
+
+
+def test_set_num_threads_goes_through_the_backend():
+    import numba
+    from minicnn import backend
+    before = numba.get_num_threads()
+    try:
+        assert backend.set_num_threads(1) == 1 == numba.get_num_threads()
+        with config.using(kernels="numpy"):
+            assert backend.set_num_threads(1) is None   # plain NumPy has no threads of its own
+    finally:
+        numba.set_num_threads(before)

@@ -9,7 +9,7 @@ class CrossEntropy(Function):
     """loss = mean_n [ logsumexp(x_n) - x_n[t_n] ]; d loss / d x_n = (softmax(x_n) - onehot(t_n)) / N.
 
     Each way is one kernel (kernels/cross_entropy.py and .cu, where the formulas are written out; the NumPy
-    version is `cross_entropy_numpy` there): the forward keeps the softmax for the backward."""
+    version is `cross_entropy_forward` in kernels/numpy_backend.py): the forward keeps the softmax for the backward."""
 
     def __init__(self, target, reduction):
         self.target, self.reduction = target, reduction

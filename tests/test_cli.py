@@ -347,18 +347,7 @@ def test_the_compile_notice_is_one_line_with_the_time_and_the_cache_folder(examp
     assert capsys.readouterr().out == ""
 
 
-def _hook_is_there():
-    import minicnn.backend
-    from minicnn.backend import kernels_for_device
-    return getattr(kernels_for_device("cpu"), "on_first_compile", None) is not None and \
-        hasattr(minicnn.backend, "on_first_compile")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("MINICNN_SLOW_TESTS") != "1",
-                    reason="compiles every CPU kernel into an empty cache (minutes on 2 cores): set MINICNN_SLOW_TESTS=1")
-@pytest.mark.xfail(not _hook_is_there(), strict=False,
-                   reason="the Numba backend does not yet implement on_first_compile (kernels/cpu.py)")
 def test_the_first_run_says_it_compiles_before_any_step_and_the_second_does_not(tmp_path):
     """An empty Numba cache: one line says the kernels compile, about how long and where they are cached, before
     the progress bar shows anything (the bar starts after the first step: no time left computed from it).

@@ -16,12 +16,17 @@ pixel it was copied from.
 
 The plain NumPy versions (`im2col` and `col2im` in numpy_backend.py: one strided slice per kernel
 offset) compute the same matrix; these loops copy each valid run of a row once, without a padded copy
-of the input. im2col.cu is the CUDA twin: one thread per column entry, and col2im as a gather.
+of the input, on flat arrays (a view per row would cost more than copying a 24-float row). They run on
+one thread: the copy is bound by memory, and a second thread made it no faster here. im2col.cu is the
+CUDA twin: one thread per column entry, and col2im as a gather.
 """
+import numba
 import numpy as np
 from numba import njit
 
 from .conv_geometry import out_size
+
+u = numba.uint64   # flat indices as unsigned integers: Numba then adds no test for negative (wrapped) indices
 
 
 @njit(cache=True, inline="always")
@@ -35,45 +40,46 @@ def _valid(offset, P, S, size, O):
 @njit(cache=True, nogil=True)
 def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
     N, C, H, W = x.shape
-    for rn in range(C * KH * KW * N):  # one (row, image) block of the column matrix at a time
+    xf, cf = x.reshape(x.size), col.reshape(col.size)   # flat: one index per entry, no view per row
+    zero = x.dtype.type(0)
+    for rn in range(C * KH * KW * N):   # one (row, image) block of the column matrix at a time
         r, n = rn // N, rn % N
         c, kh, kw = r // (KH * KW), (r // KW) % KH, r % KW
         oh0, oh1 = _valid(kh * DH, PH, SH, H, OH)
         ow0, ow1 = _valid(kw * DW, PW, SW, W, OW)
-        block = col[c, kh, kw, n]
-        block[:oh0, :] = 0.0
-        block[oh1:, :] = 0.0
-        iw0 = ow0 * SW - PW + kw * DW             # the input column of output column ow0
-        for oh in range(oh0, oh1):
+        for oh in range(OH):
+            d = u((rn * OH + oh) * OW)   # col[c, kh, kw, n, oh, 0] in the flat column matrix
+            if oh < oh0 or oh >= oh1:
+                for t in range(OW):
+                    cf[d + u(t)] = zero
+                continue
             ih = oh * SH - PH + kh * DH
-            row = block[oh]
-            row[:ow0] = 0.0
-            row[ow1:] = 0.0
-            # the valid run as two views indexed by t alone: no bounds test and no index arithmetic
-            # inside the loop (an index that might be negative would be wrapped, Python-style, and
-            # keep LLVM from vectorising)
-            dst, src = row[ow0:ow1], x[n, c, ih, iw0:iw0 + (ow1 - ow0 - 1) * SW + 1:SW]
-            for t in range(ow1 - ow0):
-                dst[t] = src[t]
+            s = u(((n * C + c) * H + ih) * W + ow0 * SW - PW + kw * DW)   # x[n, c, ih, iw of output ow0]
+            for t in range(ow0):
+                cf[d + u(t)] = zero
+            for t in range(ow1 - ow0):   # the valid run: unsigned indices, no wraparound test, vectorised
+                cf[d + u(ow0 + t)] = xf[s + u(t * SW)]
+            for t in range(ow1, OW):
+                cf[d + u(t)] = zero
 
 
 @njit(cache=True, nogil=True)
 def _col2im(col, SH, SW, PH, PW, DH, DW, dx):
     C, KH, KW, N, OH, OW = col.shape
     H, W = dx.shape[2], dx.shape[3]
-    for nc in range(N * C):  # one (image, channel) plane at a time: every addition lands in that plane
+    cf, df = col.reshape(col.size), dx.reshape(dx.size)
+    for nc in range(N * C):   # one (image, channel) plane at a time: every addition lands in that plane
         n, c = nc // C, nc % C
-        for kh in range(KH):
+        for kh in range(KH):   # the offsets in a fixed order: the same sums on any thread count
             oh0, oh1 = _valid(kh * DH, PH, SH, H, OH)
             for kw in range(KW):
                 ow0, ow1 = _valid(kw * DW, PW, SW, W, OW)
-                iw0 = ow0 * SW - PW + kw * DW
                 for oh in range(oh0, oh1):
                     ih = oh * SH - PH + kh * DH
-                    src = col[c, kh, kw, n, oh, ow0:ow1]
-                    dst = dx[n, c, ih, iw0:iw0 + (ow1 - ow0 - 1) * SW + 1:SW]   # every SW-th pixel of the row
+                    s = u(((((c * KH + kh) * KW + kw) * N + n) * OH + oh) * OW + ow0)   # col[c, kh, kw, n, oh, ow0]
+                    d = u((nc * H + ih) * W + ow0 * SW - PW + kw * DW)                  # dx[n, c, ih, iw of ow0]
                     for t in range(ow1 - ow0):
-                        dst[t] += src[t]
+                        df[d + u(t * SW)] += cf[s + u(t)]
 
 
 def im2col(x, KH, KW, SH=1, SW=1, PH=0, PW=0, DH=1, DW=1):

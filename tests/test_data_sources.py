@@ -427,3 +427,32 @@ def test_everything_failing_lists_every_source_and_the_folder_quickly(tmp_path, 
     # under 'MNIST: trying <url> ...' the failure names the file, not the URL again
     assert lines.starting("failed:")[0] == ("failed: train-images-idx3-ubyte.gz: "
                                             "no DNS answer for mirror.invalid within 0.5 s")
+
+
+def _running(pid):
+    """True while process pid exists and is not a zombie (a killed child its parent has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@needs_sh
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_a_command_past_its_deadline_is_killed_with_its_children(tmp_path):
+    from minicnn.data.sources import run_with_deadline
+    pid_file = tmp_path / "child.pid"
+    # a shell past the deadline (it would end 2 s after it) with a child that does not hold its pipes and
+    # would outlive it: only killing the command's whole process group ends the child
+    command = ["sh", "-c", f"sleep 300 > /dev/null 2>&1 & echo $! > {pid_file}; sleep 3"]
+    with pytest.raises(TimeoutError):
+        run_with_deadline(command, cwd=str(tmp_path), timeout=1.0)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + GENEROUS
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = _running(child)
+    if survived:
+        os.kill(child, 9)
+    assert not survived, f"the command's child {child} outlived the deadline"

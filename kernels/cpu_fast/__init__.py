@@ -15,10 +15,11 @@
 The tiles' shapes follow the CPU's vector registers (simd.has_512_bit_registers): 8 x 32 forward tiles, 8-channel
 weight tiles and the lanes with AVX-512; 3 x 32 and 4-channel tiles, no lanes, with AVX2. Only the tiles a run
 uses are compiled, each once: the chunk kernels call them by address. On a 2-core AMD EPYC (AVX2, no AVX-512),
-a first training run compiles this package's kernels in 7 s of the 27 s it spends compiling minicnn's
-(`NUMBA_CACHE_DIR=$(mktemp -d) python examples/mnist.py --epochs 1 --train-limit 1280 --threads 2
---no-progress`: 31 s in all), and an eip4 training step (batch 128, 2 threads) takes 43 ms, against 55 ms
-with the 8-channel tiles and the lanes (medians of 41 interleaved steps).
+a first training run compiles for about 15 s (`python benchmarks/train_bench.py --threads 2 --startup --no-train`),
+7.7 s of it on this package's kernels (Numba's "numba:compile" events summed by module, one cold run of
+`examples/mnist.py --epochs 1 --train-limit 1280 --threads 2 --no-progress`; batch norm 3.1 s, pooling 2.4 s),
+and an eip4 training step (batch 128, 2 threads) takes 43 ms, against 55 ms with the 8-channel tiles and the lanes
+(medians of 41 interleaved steps).
 
 Lesson 11 (docs/11-direct-convolution.md) walks through them; lesson 3 teaches the path they replace.
 """

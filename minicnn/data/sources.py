@@ -279,9 +279,11 @@ def _kill_process_group(process):
 def run_with_deadline(command, cwd, timeout):
     """Run `command` and return (returncode, stdout, stderr); past `timeout` seconds, kill it and its
     children and raise TimeoutError. Its own process group keeps Ctrl-C from reaching it: we kill it then too."""
+    own_group = {}
+    if os.name == "posix":   # a process group of its own, which _kill_process_group ends whole
+        own_group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
     process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
-                               start_new_session=os.name == "posix")
+                               stderr=subprocess.PIPE, encoding="utf-8", errors="replace", **own_group)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

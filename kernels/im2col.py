@@ -42,25 +42,27 @@ def _im2col(x, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, col):
     N, C, H, W = x.shape
     xf, cf = x.reshape(x.size), col.reshape(col.size)   # flat: one index per entry, no view per row
     zero = x.dtype.type(0)
-    for rn in range(C * KH * KW * N):   # one (row, image) block of the column matrix at a time
-        r, n = rn // N, rn % N
-        c, kh, kw = r // (KH * KW), (r // KW) % KH, r % KW
-        oh0, oh1 = _valid(kh * DH, PH, SH, H, OH)
-        ow0, ow1 = _valid(kw * DW, PW, SW, W, OW)
-        for oh in range(OH):
-            d = u((rn * OH + oh) * OW)   # col[c, kh, kw, n, oh, 0] in the flat column matrix
-            if oh < oh0 or oh >= oh1:
-                for t in range(OW):
-                    cf[d + u(t)] = zero
-                continue
-            ih = oh * SH - PH + kh * DH
-            s = u(((n * C + c) * H + ih) * W + ow0 * SW - PW + kw * DW)   # x[n, c, ih, iw of output ow0]
-            for t in range(ow0):
-                cf[d + u(t)] = zero
-            for t in range(ow1 - ow0):   # the valid run: unsigned indices, no wraparound test, vectorised
-                cf[d + u(ow0 + t)] = xf[s + u(t * SW)]
-            for t in range(ow1, OW):
-                cf[d + u(t)] = zero
+    for c in range(C):   # one row (c, kh, kw) of the column matrix at a time: its valid output ranges once
+        for kh in range(KH):
+            oh0, oh1 = _valid(kh * DH, PH, SH, H, OH)
+            for kw in range(KW):
+                ow0, ow1 = _valid(kw * DW, PW, SW, W, OW)
+                r = (c * KH + kh) * KW + kw
+                for n in range(N):   # then that row's block for each image
+                    for oh in range(OH):
+                        d = u(((r * N + n) * OH + oh) * OW)   # col[c, kh, kw, n, oh, 0] in the flat column matrix
+                        if oh < oh0 or oh >= oh1:
+                            for t in range(OW):
+                                cf[d + u(t)] = zero
+                            continue
+                        ih = oh * SH - PH + kh * DH
+                        s = u(((n * C + c) * H + ih) * W + ow0 * SW - PW + kw * DW)   # x[n, c, ih, iw of ow0]
+                        for t in range(ow0):
+                            cf[d + u(t)] = zero
+                        for t in range(ow1 - ow0):   # the valid run: unsigned indices, no wraparound test
+                            cf[d + u(ow0 + t)] = xf[s + u(t * SW)]
+                        for t in range(ow1, OW):
+                            cf[d + u(t)] = zero
 
 
 @njit(cache=True, nogil=True)

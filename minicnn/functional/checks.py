@@ -54,11 +54,6 @@ def check_input(x, op, ndim=4, what="input"):
     return a
 
 
-def check_float_4d(x, what, op):
-    """x must be a 4-D float32 or float64 Tensor or array (N, C, H, W): check_input(x, op, 4, what)."""
-    return check_input(x, op, 4, what)
-
-
 def _prefix(op):
     return f"{op}: " if op else ""
 

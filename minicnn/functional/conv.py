@@ -14,7 +14,7 @@ import numpy as np
 from .. import config
 from ..autograd import Function
 from ..backend import get_array_module, kernels_for
-from .checks import check_float_4d, check_input, non_negative_pair, positive_pair
+from .checks import check_input, non_negative_pair, positive_pair
 
 
 def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
@@ -81,8 +81,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     """The column matrix of x (N, C, H, W), shape (C*KH*KW, N*OH*OW): column (n, oh, ow) holds the pixels that
     output pixel (oh, ow) of image n sees, row (c, kh, kw) one weight's view of the batch. A raw array from the
     backend's im2col (no gradient): for looking at, as lesson 3 and examples/visualize.py do."""
-    data = getattr(x, "data", x) if not isinstance(x, np.ndarray) else x
-    check_float_4d(data, "input", "im2col")
+    data = check_input(x, "im2col")
     (KH, KW), stride = positive_pair(kernel_size, "kernel_size"), positive_pair(stride, "stride")
     padding, dilation = non_negative_pair(padding, "padding"), positive_pair(dilation, "dilation")
     col = kernels_for(data).im2col(data, KH, KW, *stride, *padding, *dilation)
@@ -142,9 +141,10 @@ def same_padding(kernel, dilation):
     return total // 2, total - total // 2
 
 
-def resolve_padding(padding, w_shape, stride, dilation):
-    """padding as given (an int or a pair), or "valid" (none) or "same" (stride 1 only): returns the symmetric
-    padding to run with and how many leading output rows and columns to drop for an odd "same" split."""
+def resolve_padding(padding, w, stride, dilation):
+    """padding as given (an int or a pair), or "valid" (none) or "same" (stride 1 only, from the kernel size of
+    weight w): returns the symmetric padding to run with and how many leading output rows and columns to drop
+    for an odd "same" split."""
     if not isinstance(padding, str):
         return padding, (0, 0)
     if padding == "valid":
@@ -155,7 +155,8 @@ def resolve_padding(padding, w_shape, stride, dilation):
     if stride != (1, 1):
         raise ValueError(f"conv2d: padding='same' needs stride 1 (the output keeps the input's size), got stride "
                          f"{stride}")
-    (th, bh), (tw, bw) = (same_padding(k, d) for k, d in zip(w_shape[2:], dilation))
+    KH, KW = check_input(w, "conv2d", None, "weight").shape[2:]
+    (th, bh), (tw, bw) = (same_padding(k, d) for k, d in zip((KH, KW), dilation))
     return (bh, bw), (bh - th, bw - tw)   # pad by the larger part on both sides, then drop the extra first row/column
 
 
@@ -164,7 +165,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
 
     padding: an int, a pair, "valid" (no padding) or "same" (stride 1: the output is H x W; an even kernel
     pads one more row and column after than before, as PyTorch does)."""
-    padding, (drop_h, drop_w) = resolve_padding(padding, check_input(w, "conv2d", None, "weight").shape, stride, dilation)
+    padding, (drop_h, drop_w) = resolve_padding(padding, w, stride, dilation)
     stride, padding, dilation = check_conv2d_args(x, w, b, stride, padding, dilation, groups)
     f = Conv2d(stride, padding, dilation, groups)
     y = f(x, w) if b is None else f(x, w, b)
@@ -176,7 +177,7 @@ def conv2d_reference(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     x, w = np.asarray(getattr(x, "data", x), np.float64), np.asarray(getattr(w, "data", w), np.float64)
     b = None if b is None else np.asarray(getattr(b, "data", b), np.float64)
     same = padding == "same"
-    padding, _ = resolve_padding(padding, w.shape, stride, dilation)
+    padding, _ = resolve_padding(padding, w, stride, dilation)
     (SH, SW), (PH, PW), (DH, DW) = check_conv2d_args(x, w, b, stride, padding, dilation, groups)
     N, C, H, W = x.shape
     OC, Cg, KH, KW = w.shape

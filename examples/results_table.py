@@ -7,7 +7,6 @@ the row reports the final epoch's test accuracy of each seed, their mean, and th
 epoch over all epochs of those runs.
 """
 import argparse
-import json
 import os
 import re
 import sys
@@ -15,6 +14,7 @@ from collections import defaultdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from minicnn.checkpoint import read_history  # noqa: E402
 from minicnn.models import get_model  # noqa: E402
 from minicnn.nn import summary  # noqa: E402
 
@@ -29,17 +29,11 @@ def parse_name(path):
     return m["preset"], m["augment"] is not None, int(m["seed"])
 
 
-def read_history(path):
-    """The per-epoch records of one run; ValueError (one line) for a missing, unreadable or foreign file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            history = json.load(f)
-    except OSError as exc:
-        raise ValueError(f"{path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"{path} is not JSON ({exc})") from None
-    if not (isinstance(history, list) and history and all(isinstance(h, dict) for h in history)
-            and all(k in history[-1] for k in ("test_accuracy", "seconds"))):
+def finished_history(path):
+    """The per-epoch records of one run, its last with a test accuracy; ValueError (one line) for a missing,
+    unreadable or foreign file."""
+    history = read_history(path)
+    if not (history and all(k in history[-1] for k in ("test_accuracy", "seconds"))):
         raise ValueError(f"{path} is not the history of a run of examples/mnist.py (a non-empty list of epoch records)")
     return history
 
@@ -48,7 +42,7 @@ def rows(paths):
     runs = defaultdict(dict)
     for path in paths:
         preset, augment, seed = parse_name(path)
-        runs[(preset, augment)][seed] = read_history(path)
+        runs[(preset, augment)][seed] = finished_history(path)
     for (preset, augment), by_seed in runs.items():
         s = summary(get_model(preset), (1, 28, 28), print_fn=None)
         finals = {seed: h[-1]["test_accuracy"] for seed, h in sorted(by_seed.items())}

@@ -22,7 +22,6 @@ pictures match the numbers printed in the lessons. Misclassified digits come fro
 (load_mnist(), or --data-dir FOLDER read as it is), falling back to the committed subset with a note.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -33,7 +32,7 @@ import numpy as np  # noqa: E402
 
 import minicnn.functional as F  # noqa: E402
 from minicnn import Tensor, no_grad, nn  # noqa: E402
-from minicnn.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from minicnn.checkpoint import CheckpointError, load_checkpoint, read_history  # noqa: E402
 from minicnn.data import load_mnist, read_mnist_folder  # noqa: E402
 from minicnn.models import get_model  # noqa: E402
 from minicnn.nn import summary  # noqa: E402
@@ -113,15 +112,9 @@ def load_history(path, state):
     """Per-epoch records: the history json when given (or found beside the checkpoint), else the checkpoint's own."""
     if path:
         try:
-            with open(path, encoding="utf-8") as f:
-                history = json.load(f)
-        except OSError as exc:
-            raise UsageError(f"--history {path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise UsageError(f"--history {path} is not JSON ({exc})") from None
-        if not (isinstance(history, list) and all(isinstance(h, dict) and "epoch" in h for h in history)):
-            raise UsageError(f"--history {path} is not a list of epoch records written by examples/mnist.py")
-        return history
+            return read_history(path)
+        except ValueError as exc:   # missing, unreadable, not JSON, or not a run's history: one line naming it
+            raise UsageError(f"--history {exc}") from None
     return list(state["trainer"].get("history", []))
 
 

@@ -27,6 +27,7 @@ API
     atomic_write(path, write, mode="wb")  write(f) on a temporary file beside path, fsync, rename into place
     remove_stale_temps(path) -> [paths]   delete temporary files of a set left by killed runs
     CheckpointSet(path)                   the files of one run: last, best and history, kept consistent
+    read_history(path) -> [records]       read a run's *.history.json (ValueError naming the file)
     RunLock(path)                         one run at a time saves to path (CheckpointLockedError otherwise)
     CheckpointError(ValueError)           every failure to read a checkpoint; its subclasses
     CheckpointNotFoundError               (also a FileNotFoundError) and CheckpointLockedError
@@ -570,6 +571,21 @@ class CheckpointSet:
 
 def _best_info(epoch, metric):
     return {"role": "best", "epoch": epoch, "metric": metric}
+
+
+def read_history(path):
+    """The per-epoch records of a run's *.history.json (CheckpointSet writes it): a list of dicts, each with its
+    "epoch". ValueError, one line naming the file, when it is missing or unreadable, not JSON, or not such a list."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            history = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not JSON ({exc})") from None
+    if not (isinstance(history, list) and all(isinstance(h, dict) and "epoch" in h for h in history)):
+        raise ValueError(f"{path} is not the history of a run (a list of epoch records, each with its epoch)")
+    return history
 
 
 def _history_text(history):

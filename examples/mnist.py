@@ -236,8 +236,10 @@ def plan_resume(args, state):
             kept = None  # 0 or None: all of the training set, evaluated on the test set
         if given is not None and given != kept:
             if key == "augment":
-                flag, given = "--augment" if given else "--no-augment", ""
-            raise UsageError(f"{flag}{given and ' '}{given} conflicts with the run in {path} ({key} {kept}): leave {flag} out to "
+                flag = shown = "--augment" if given else "--no-augment"
+            else:
+                shown = f"{flag} {given}"
+            raise UsageError(f"{shown} conflicts with the run in {path} ({key} {kept}): leave {flag} out to "
                              f"continue that run, or start a new run with another --save path")
         setattr(args, key, kept)
     if args.no_verify and not saved.get("no_verify"):

@@ -301,6 +301,18 @@ def test_a_one_cycle_run_cannot_be_extended(example):
     assert "is finished" in example.finished_line("runs/tiny-seed0.ckpt", state, recipe)
 
 
+@pytest.mark.parametrize("flags, shown", [(["--seed", "0"], "--seed 0 conflicts"), (["--lr", "0.5"], "--lr 0.5 conflicts"),
+                                          (["--no-augment"], "--no-augment conflicts")])
+def test_a_flag_that_disagrees_with_the_checkpoint_is_named_with_its_value(example, flags, shown):
+    args = example.parse_args(["--resume", "runs/eip4-seed1.ckpt"] + flags)
+    state = {"args": {"model": "eip4", "seed": 1, "save": "runs/eip4-seed1.ckpt"},
+             "recipe": dict(epochs=20, batch_size=128, lr=0.003, schedule="inverse_time", decay=0.319, augment=True),
+             "trainer": {"epoch": 3, "batch": 0}}
+    with pytest.raises(example.UsageError) as error:
+        example.plan_resume(args, state)
+    assert str(error.value).startswith(shown + " with the run in runs/eip4-seed1.ckpt ("), str(error.value)
+
+
 def test_an_unwritable_data_folder_with_files_missing_is_refused(example, tmp_path, monkeypatch):
     """(Checked through os.access: the tests may run as root, who can write anywhere.)"""
     monkeypatch.setattr(example.os, "access", lambda path, mode: False)

@@ -31,9 +31,13 @@ def _threads_from_argv(argv):
     minicnn runs its matrix products inside its own batch-parallel threads (kernels/cpu_fast/parallel.py).
     Anything but a positive integer is left to the argument checks (Numba would fail to load)."""
     for i, a in enumerate(argv):
-        value = argv[i + 1] if a == "--threads" and i + 1 < len(argv) else a.split("=", 1)[1] if a.startswith("--threads=") else None
-        if value is not None:
-            return value if value.isdigit() and int(value) > 0 else None
+        if a == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith("--threads="):
+            value = a.split("=", 1)[1]
+        else:
+            continue
+        return value if value.isdigit() and int(value) > 0 else None
     return None
 
 
@@ -99,14 +103,16 @@ def describe_presets():
 
 def make_parser():
     p = OneLineParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(RECIPES), help="model preset, each with its own recipe (default eip4; "
-                                                            "listed below)")
-    p.add_argument("--epochs", type=int, metavar="N", help="epochs (default: the preset's recipe, 20 for eip4); 0 prints the "
-                                              "network and the recipe and exits; with --resume, train up to N")
-    p.add_argument("--batch-size", type=int, metavar="N", help="images per step (default: the recipe's, 128 for eip4); a final "
-                                                  "batch of one image joins the batch before it")
-    p.add_argument("--lr", type=float, help="initial (one-cycle: peak) learning rate (default: the recipe's, "
-                                            "0.003 for eip4)")
+    p.add_argument("--model", choices=sorted(RECIPES),
+                   help="model preset, each with its own recipe (default eip4; listed below)")
+    p.add_argument("--epochs", type=int, metavar="N",
+                   help="epochs (default: the preset's recipe, 20 for eip4); 0 prints the network and the recipe "
+                        "and exits; with --resume, train up to N")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="images per step (default: the recipe's, 128 for eip4); a final batch of one image joins "
+                        "the batch before it")
+    p.add_argument("--lr", type=float,
+                   help="initial (one-cycle: peak) learning rate (default: the recipe's, 0.003 for eip4)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                    help="cpu (Numba kernels, or NumPy) or gpu (an NVIDIA GPU through CuPy: the gpu extra); "
                         "default cpu")
@@ -114,10 +120,12 @@ def make_parser():
                    help="GPU: replay each training step's forward and backward from a CUDA graph recorded once "
                         "(the same arithmetic and dropout masks as eager steps; minicnn/cuda_graph.py). "
                         "Default: on with --device gpu")
-    p.add_argument("--seed", type=int, metavar="N", help="seeds the weights, the shuffle, dropout and augmentation: the same "
-                                            "seed repeats a run (default 0)")
-    p.add_argument("--data-dir", metavar="FOLDER", help="MNIST folder: files checked against MNIST's SHA-256 and downloaded there "
-                                      "when missing (default: $MINICNN_DATA or ~/.cache/minicnn/mnist)")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="seeds the weights, the shuffle, dropout and augmentation: the same seed repeats a run "
+                        "(default 0)")
+    p.add_argument("--data-dir", metavar="FOLDER",
+                   help="MNIST folder: files checked against MNIST's SHA-256 and downloaded there when missing "
+                        "(default: $MINICNN_DATA or ~/.cache/minicnn/mnist)")
     p.add_argument("--no-verify", action="store_true",
                    help="read the four MNIST-format files in --data-dir as they are: no checksums, no download "
                         "(a subset such as tests/data/mnist_small, or another data set in MNIST's format)")
@@ -126,17 +134,20 @@ def make_parser():
     p.add_argument("--validation", type=int, metavar="N",
                    help="hold out the last N training images and evaluate on them instead of the test set "
                         "(for tuning a recipe without looking at the test set; 5000 is usual)")
-    p.add_argument("--save", metavar="PATH", help="last checkpoint path (default runs/MODEL-seedSEED.ckpt; with --resume, that "
-                                  "run's); the best goes beside it as *.best.ckpt and the history as *.history.json")
-    p.add_argument("--resume", metavar="PATH", help="checkpoint to continue from (the run's own settings come with it)")
-    p.add_argument("--train-limit", type=int, metavar="N", help="train on the first N training images only "
-                                                                "(quick runs)")
+    p.add_argument("--save", metavar="PATH",
+                   help="last checkpoint path (default runs/MODEL-seedSEED.ckpt; with --resume, that run's); the "
+                        "best goes beside it as *.best.ckpt and the history as *.history.json")
+    p.add_argument("--resume", metavar="PATH",
+                   help="checkpoint to continue from (the run's own settings come with it)")
+    p.add_argument("--train-limit", type=int, metavar="N",
+                   help="train on the first N training images only (quick runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--conv", default="auto", choices=config.CONV_ALGORITHMS,
                    help="convolution algorithm: auto (the fastest the backend has for each layer), im2col (the "
                         "lesson path: im2col, one GEMM per group, col2im), or a fast one by name (default auto)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the Numba kernels and the batch-parallel "
-                                               "convolutions (default: NUMBA_NUM_THREADS or all cores)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the Numba kernels and the batch-parallel convolutions (default: "
+                        "NUMBA_NUM_THREADS or all cores)")
     return p
 
 
@@ -333,9 +344,7 @@ def announce_first_compile(device):
     def say(info):
         print(f"compiling the CPU kernels for the first time: about {info['seconds']:.0f} s, once; they are "
               f"cached in {info['cache_dir']}", flush=True)
-    hook = getattr(minicnn.backend, "on_first_compile", None)
-    if hook is not None:
-        hook(say, device=device)
+    minicnn.backend.on_first_compile(say, device=device)
 
 
 def main(argv=None):

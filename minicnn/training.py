@@ -144,7 +144,7 @@ class Trainer:
                                disable=not show_progress, leave=False)
             else:
                 bar.update(1)
-            if time.perf_counter() - last_print > 1.0:  # on the GPU, the only host sync inside the epoch (about once a second)
+            if time.perf_counter() - last_print > 1.0:  # on the GPU, the epoch's only host sync (about once a second)
                 mean_loss = float(loss_sum) / count
                 if watch is not None:
                     watch.sync(mean_loss, self.batch)

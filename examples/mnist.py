@@ -47,7 +47,7 @@ if _n:
 
 import minicnn  # noqa: E402
 import minicnn.backend  # noqa: E402
-from minicnn import config, nn, optim  # noqa: E402
+from minicnn import config, optim  # noqa: E402
 from minicnn.checkpoint import CheckpointError, CheckpointSet, RunLock, load_checkpoint  # noqa: E402
 from minicnn.data import MNIST_FILES, default_data_dir, load_mnist, read_mnist_folder  # noqa: E402
 from minicnn.models import RECIPES, get_model  # noqa: E402

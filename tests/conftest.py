@@ -5,6 +5,7 @@ tests/kernels/cpu_fast/ the CPU fast path and tests/kernels/gpu/ the CUDA kernel
 a GPU where there is one).
 """
 import os
+import signal
 import sys
 
 import numpy as np
@@ -18,3 +19,16 @@ def rng(request):
     """A NumPy generator seeded from the test's name, so each test is reproducible on its own."""
     seed = sum(map(ord, request.node.name)) % (2 ** 32)
     return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def example():
+    """examples/mnist.py as a module; the SIGINT handler its main() installs is undone."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+    try:
+        import mnist
+    finally:
+        sys.path.pop(0)
+    handler = signal.getsignal(signal.SIGINT)
+    yield mnist
+    signal.signal(signal.SIGINT, handler)

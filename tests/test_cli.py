@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections import namedtuple
@@ -276,16 +275,6 @@ def test_a_run_that_diverges_after_resuming_leaves_its_checkpoint_as_it_was(runs
 
 
 # ---- in the process: decisions that need no training -------------------------------------------------------
-@pytest.fixture
-def example():
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    try:
-        import mnist
-    finally:
-        sys.path.pop(0)
-    return mnist
-
-
 def test_a_one_cycle_run_cannot_be_extended(example):
     """One-cycle's learning rate is laid out over the run's steps and has annealed at its end: --epochs on resume
     is refused with a message, and the same run without --epochs is finished."""

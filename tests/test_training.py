@@ -2,7 +2,6 @@
 batch, a loss that is not finite, and when the progress bar's clock starts."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -26,20 +25,6 @@ def subset():
 
 
 DATA = ["--data-dir", SUBSET, "--no-verify"]  # examples/mnist.py reads the committed subset as it is
-
-
-@pytest.fixture
-def example():
-    """examples/mnist.py as a module; the SIGINT handler its main() installs is undone."""
-    import signal
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    try:
-        import mnist
-    finally:
-        sys.path.pop(0)
-    handler = signal.getsignal(signal.SIGINT)
-    yield mnist
-    signal.signal(signal.SIGINT, handler)
 
 
 def make_trainer(train, test, seed=0, n_train=None, bn_momentum=None, augment=None):
